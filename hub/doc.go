@@ -1,0 +1,40 @@
+// Package hub holds the domain of the Atelier hub: the types of the
+// registry (workspaces, experiments, runs, metrics, logs, artifacts), the
+// errors every layer shares, and the interfaces the hub consumes (Store,
+// Blobs). These types are also the JSON wire types of the REST API, so the
+// server (hub/server), the Go SDK (hub/client) and the CLI agree on one
+// definition.
+//
+// The REST API, all JSON unless noted; every error is
+// {"error": "...", "code": "..."} with the status given by the error class
+// (ErrInvalid 400, ErrNotFound 404, ErrConflict 409, ErrTooLarge 413):
+//
+//	GET    /healthz
+//	GET    /openapi.json
+//	POST   /api/v1/workspaces                                 {name, description}      -> 201 Workspace
+//	GET    /api/v1/workspaces                                                          -> []Workspace
+//	GET    /api/v1/workspaces/{ws}                                                     -> Workspace
+//	DELETE /api/v1/workspaces/{ws}[?force=true]                                        -> 204 (409 if not empty)
+//	POST   /api/v1/workspaces/{ws}/experiments                {name}                   -> 201 Experiment
+//	GET    /api/v1/workspaces/{ws}/experiments                                         -> []Experiment
+//	GET    /api/v1/workspaces/{ws}/experiments/{exp}                                   -> Experiment
+//	POST   /api/v1/workspaces/{ws}/runs                       RunCreate                -> 201 Run
+//	GET    /api/v1/workspaces/{ws}/runs[?experiment=E&filter=EXPR&order_by=metrics.X[:desc]&top=N] -> []Run
+//	GET    /api/v1/workspaces/{ws}/runs/{run}                                          -> Run
+//	PATCH  /api/v1/workspaces/{ws}/runs/{run}                 RunUpdate                -> Run
+//	POST   /api/v1/workspaces/{ws}/runs/{run}/params          {"params": {k: v}}       -> Run (409 on a changed value)
+//	POST   /api/v1/workspaces/{ws}/runs/{run}/tags            {"tags": {k: v}}         -> Run
+//	DELETE /api/v1/workspaces/{ws}/runs/{run}/tags/{key}                               -> Run
+//	POST   /api/v1/workspaces/{ws}/runs/{run}/metrics         {"metrics": [MetricPoint]} -> {"accepted": N}
+//	GET    /api/v1/workspaces/{ws}/runs/{run}/metrics[?name=X]                         -> []MetricPoint
+//	POST   /api/v1/workspaces/{ws}/runs/{run}/logs            {"lines": [LogLine]}     -> {"accepted": N}
+//	GET    /api/v1/workspaces/{ws}/runs/{run}/logs[?after=SEQ&follow=true]             -> NDJSON of LogLine
+//	PUT    /api/v1/workspaces/{ws}/runs/{run}/artifacts/{path...}   raw bytes          -> Artifact
+//	GET    /api/v1/workspaces/{ws}/runs/{run}/artifacts                                -> []Artifact
+//	GET    /api/v1/workspaces/{ws}/runs/{run}/artifacts/{path...}                      -> raw bytes
+//	PUT    /api/v1/workspaces/{ws}/runs/{run}/snapshot        tar.gz bytes             -> Blob
+//	GET    /api/v1/workspaces/{ws}/runs/{run}/snapshot                                 -> tar.gz bytes
+//
+// A log stream with follow=true stays open, sending lines as they are
+// appended, until the run reaches a final status or the client goes away.
+package hub
