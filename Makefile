@@ -40,13 +40,21 @@ tidy-check: ## Check that go.mod and go.sum are tidy
 		cp /tmp/atelier-go.mod.bak go.mod; cp /tmp/atelier-go.sum.bak go.sum; \
 		echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
 
+.PHONY: proto
+proto: ## Regenerate the protobuf Go code in proto/
+	PATH="$(GOBIN):$$PATH" $(GO) generate ./proto/...
+
+.PHONY: proto-check
+proto-check: proto ## Check that the generated protobuf code is up to date
+	@git diff --exit-code --stat -- proto/ || { echo "proto/: generated code is stale: run make proto and commit"; exit 1; }
+
 .PHONY: race
 race: ## go test -race on everything
 	$(GO) test -race -count=1 -timeout 20m ./...
 	cd testbench/sample/train && $(GO) test -race -count=1 ./...
 
 .PHONY: test
-test: setup vet staticcheck tidy-check race ## Install what is missing, then vet, staticcheck and all tests with -race
+test: setup vet staticcheck tidy-check proto-check race ## Install what is missing, then vet, staticcheck and all tests with -race
 
 .PHONY: bench
 bench: setup ## Run the testbench benchmarks (tables beside their limits)

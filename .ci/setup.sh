@@ -13,7 +13,8 @@ declare -A ORT_SHA256=(
   [arm64]=7954e8bdedb497f830c6a679e818d98399b7f4d81ade1126c3e0be74d28111ab
 )
 STATICCHECK_VERSION=v0.8.2
-APT_PACKAGES=(libonnx-testdata)
+APT_PACKAGES=(libonnx-testdata protobuf-compiler)
+PROTOC_GEN_GO_VERSION=v1.36.12   # keep equal to google.golang.org/protobuf in go.mod
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -75,6 +76,17 @@ install_go_tools() {
   go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 }
 
+install_protoc_gen_go() {
+  local gobin
+  gobin="$(go env GOPATH)/bin"
+  if [ -x "$gobin/protoc-gen-go" ] && "$gobin/protoc-gen-go" --version 2>/dev/null | grep -q "$PROTOC_GEN_GO_VERSION"; then
+    return 0
+  fi
+  log "installing protoc-gen-go $PROTOC_GEN_GO_VERSION"
+  go install "google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOC_GEN_GO_VERSION"
+}
+
 install_apt
 install_ort
 install_go_tools
+install_protoc_gen_go
