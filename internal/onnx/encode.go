@@ -168,7 +168,7 @@ func encodeNode(n *Node, depth int) ([]byte, error) {
 func encodeAttr(a *Attr, depth int) ([]byte, error) {
 	var b []byte
 	b = appendString(b, attrName, a.Name)
-	if a.Type == AttrFloat || a.F != 0 {
+	if a.Type == AttrFloat || math.Float32bits(a.F) != 0 {
 		b = protowire.AppendTag(b, attrF, protowire.Fixed32Type)
 		b = protowire.AppendFixed32(b, math.Float32bits(a.F))
 	}
