@@ -1,0 +1,149 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// ErrNotReady is returned when the server does not bind its listeners in
+// time.
+var ErrNotReady = errors.New("broker: not ready")
+
+// Config configures the embedded broker.
+type Config struct {
+	Name     string // server_name (MQTT requires one)
+	NATS     string // host:port of the NATS client listener; port 0 picks a free port
+	MQTT     string // host:port of the MQTT listener; port 0 picks a free port
+	StoreDir string // JetStream store directory
+	// ReadyTimeout bounds Start's wait for the listeners (default 10s).
+	ReadyTimeout time.Duration
+}
+
+// Broker is a running embedded NATS server. Start it, then Shutdown it.
+type Broker struct {
+	cfg  Config
+	log  *slog.Logger
+	opts *server.Options
+	ns   *server.Server
+}
+
+// New checks cfg and returns a broker that is not started yet.
+func New(cfg Config, log *slog.Logger) (*Broker, error) {
+	if cfg.Name == "" {
+		cfg.Name = "atelier-hub"
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 10 * time.Second
+	}
+	if cfg.StoreDir == "" {
+		return nil, fmt.Errorf("broker: empty store dir")
+	}
+	nh, np, err := hostPort("nats", cfg.NATS)
+	if err != nil {
+		return nil, err
+	}
+	mh, mp, err := hostPort("mqtt", cfg.MQTT)
+	if err != nil {
+		return nil, err
+	}
+	opts := &server.Options{
+		ServerName: cfg.Name,
+		Host:       nh,
+		Port:       np,
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		NoSigs:     true,
+		MQTT:       server.MQTTOpts{Host: mh, Port: mp},
+	}
+	return &Broker{cfg: cfg, log: log, opts: opts}, nil
+}
+
+// hostPort splits addr; port 0 becomes -1, NATS's "pick a free port".
+func hostPort(what, addr string) (string, int, error) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("broker: %s address %q: %w", what, addr, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < -1 || port > 65535 {
+		return "", 0, fmt.Errorf("broker: %s address %q: port must be 0-65535", what, addr)
+	}
+	if port == 0 {
+		port = -1
+	}
+	return h, port, nil
+}
+
+// Start starts the server and waits until its listeners are bound.
+func (b *Broker) Start(ctx context.Context) error {
+	ns, err := server.NewServer(b.opts)
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	ns.SetLoggerV2(&logAdapter{log: b.log}, false, false, false)
+	b.ns = ns
+	ns.Start()
+	if !ns.ReadyForConnections(b.cfg.ReadyTimeout) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return fmt.Errorf("broker: listeners not bound within %s: %w", b.cfg.ReadyTimeout, ErrNotReady)
+	}
+	if !ns.JetStreamEnabled() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return fmt.Errorf("broker: jetstream did not start: %w", ErrNotReady)
+	}
+	return ctx.Err()
+}
+
+// NATSAddr is the bound NATS client address (after Start).
+func (b *Broker) NATSAddr() string {
+	if a := b.ns.Addr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// MQTTAddr is the bound MQTT address (after Start).
+func (b *Broker) MQTTAddr() string {
+	return net.JoinHostPort(b.opts.MQTT.Host, strconv.Itoa(b.opts.MQTT.Port))
+}
+
+// ClientURL is the nats:// URL for in-process or local clients.
+func (b *Broker) ClientURL() string { return b.ns.ClientURL() }
+
+// Shutdown stops the server and waits until it has stopped.
+func (b *Broker) Shutdown() {
+	if b.ns == nil {
+		return
+	}
+	b.ns.Shutdown()
+	b.ns.WaitForShutdown()
+}
+
+// logAdapter sends the NATS server's logs to slog.
+type logAdapter struct{ log *slog.Logger }
+
+func (l *logAdapter) Noticef(f string, v ...any) {
+	l.log.Info(fmt.Sprintf(f, v...), "component", "nats")
+}
+func (l *logAdapter) Warnf(f string, v ...any) { l.log.Warn(fmt.Sprintf(f, v...), "component", "nats") }
+func (l *logAdapter) Fatalf(f string, v ...any) {
+	l.log.Error(fmt.Sprintf(f, v...), "component", "nats", "fatal", true)
+}
+func (l *logAdapter) Errorf(f string, v ...any) {
+	l.log.Error(fmt.Sprintf(f, v...), "component", "nats")
+}
+func (l *logAdapter) Debugf(f string, v ...any) {
+	l.log.Debug(fmt.Sprintf(f, v...), "component", "nats")
+}
+func (l *logAdapter) Tracef(f string, v ...any) {
+	l.log.Debug(fmt.Sprintf(f, v...), "component", "nats")
+}

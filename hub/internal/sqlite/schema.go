@@ -1,0 +1,88 @@
+package sqlite
+
+// migrations are applied in order; migrations[i] takes the schema from
+// version i to i+1. Never edit an applied migration: append a new one.
+var migrations = []string{
+	`
+CREATE TABLE workspaces (
+	id          INTEGER PRIMARY KEY,
+	name        TEXT NOT NULL UNIQUE,
+	description TEXT NOT NULL DEFAULT '',
+	created_at  INTEGER NOT NULL
+);
+CREATE TABLE experiments (
+	id           INTEGER PRIMARY KEY,
+	workspace_id INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+	name         TEXT NOT NULL,
+	created_at   INTEGER NOT NULL,
+	UNIQUE (workspace_id, name)
+);
+CREATE TABLE runs (
+	id            INTEGER PRIMARY KEY,
+	uid           TEXT NOT NULL UNIQUE,
+	workspace_id  INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+	experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+	name          TEXT NOT NULL DEFAULT '',
+	parent_id     INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+	status        TEXT NOT NULL,
+	command       TEXT NOT NULL DEFAULT '',
+	exit_code     INTEGER,
+	error         TEXT NOT NULL DEFAULT '',
+	created_at    INTEGER NOT NULL,
+	started_at    INTEGER,
+	ended_at      INTEGER,
+	log_seq       INTEGER NOT NULL DEFAULT 0,
+	snapshot_sha  TEXT,
+	snapshot_size INTEGER
+);
+CREATE INDEX runs_workspace ON runs (workspace_id, created_at);
+CREATE INDEX runs_experiment ON runs (experiment_id, created_at);
+CREATE INDEX runs_parent ON runs (parent_id);
+CREATE TABLE params (
+	run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+	key    TEXT NOT NULL,
+	value  TEXT NOT NULL,
+	PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+CREATE TABLE tags (
+	run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+	key    TEXT NOT NULL,
+	value  TEXT NOT NULL,
+	PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+CREATE TABLE metrics (
+	run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+	name   TEXT NOT NULL,
+	step   INTEGER NOT NULL,
+	time   INTEGER NOT NULL,
+	value  REAL NOT NULL
+);
+CREATE INDEX metrics_series ON metrics (run_id, name, step);
+-- latest_metrics keeps each series' latest point (highest step, then latest
+-- time), maintained on insert, so run queries never scan the series.
+CREATE TABLE latest_metrics (
+	run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+	name   TEXT NOT NULL,
+	value  REAL NOT NULL,
+	step   INTEGER NOT NULL,
+	time   INTEGER NOT NULL,
+	PRIMARY KEY (run_id, name)
+) WITHOUT ROWID;
+CREATE INDEX latest_metrics_value ON latest_metrics (name, value);
+CREATE TABLE logs (
+	run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+	seq    INTEGER NOT NULL,
+	stream TEXT NOT NULL,
+	time   INTEGER NOT NULL,
+	text   TEXT NOT NULL,
+	PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE artifacts (
+	run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+	path   TEXT NOT NULL,
+	sha256 TEXT NOT NULL,
+	size   INTEGER NOT NULL,
+	PRIMARY KEY (run_id, path)
+) WITHOUT ROWID;
+`,
+}

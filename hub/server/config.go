@@ -1,0 +1,116 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the hub's configuration. Every field has a default
+// (DefaultConfig); it is read-only once passed to New.
+type Config struct {
+	// Data is the data directory (database, blobs, broker store).
+	Data string `yaml:"data"`
+	// HTTP is the REST API's listen address. Port 0 picks a free port.
+	HTTP string `yaml:"http"`
+	// MQTT and NATS are the embedded broker's listen addresses.
+	MQTT string `yaml:"mqtt"`
+	NATS string `yaml:"nats"`
+	// MaxBodyBytes limits JSON request bodies other than batches.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxBatchBytes limits metric and log batch bodies.
+	MaxBatchBytes int64 `yaml:"max_batch_bytes"`
+	// MaxMetricPoints limits the points of one metrics batch.
+	MaxMetricPoints int `yaml:"max_metric_points"`
+	// MaxArtifactBytes limits one artifact or snapshot upload.
+	MaxArtifactBytes int64 `yaml:"max_artifact_bytes"`
+	// ShutdownTimeout bounds the wait for in-flight requests on shutdown.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// ReadHeaderTimeout bounds reading a request's headers.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+}
+
+// DefaultDataDir is $XDG_DATA_HOME/atelier, or ~/.local/share/atelier.
+func DefaultDataDir() string {
+	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "atelier")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "atelier")
+	}
+	return "atelier-data"
+}
+
+// DefaultConfig returns the defaults: loopback listeners on the standard
+// ports and the default data directory.
+func DefaultConfig() Config {
+	return Config{
+		Data:              DefaultDataDir(),
+		HTTP:              "127.0.0.1:8780",
+		MQTT:              "127.0.0.1:1883",
+		NATS:              "127.0.0.1:4222",
+		MaxBodyBytes:      1 << 20,
+		MaxBatchBytes:     32 << 20,
+		MaxMetricPoints:   100_000,
+		MaxArtifactBytes:  1 << 30,
+		ShutdownTimeout:   10 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+}
+
+// LoadConfig decodes YAML from r onto cfg: keys present override, absent
+// keys keep cfg's values. Unknown keys are errors naming the key and line.
+// An empty document changes nothing.
+func LoadConfig(r io.Reader, cfg *Config) error {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return fmt.Errorf("hub config: %w", err)
+	}
+	return nil
+}
+
+// Validate checks every field and names the first bad one.
+func (c Config) Validate() error {
+	if c.Data == "" {
+		return errors.New("hub config: data: must not be empty")
+	}
+	for _, a := range []struct{ name, addr string }{{"http", c.HTTP}, {"mqtt", c.MQTT}, {"nats", c.NATS}} {
+		_, p, err := net.SplitHostPort(a.addr)
+		if err != nil {
+			return fmt.Errorf("hub config: %s: %q is not host:port: %w", a.name, a.addr, err)
+		}
+		if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 65535 {
+			return fmt.Errorf("hub config: %s: port %q must be a number from 0 to 65535", a.name, p)
+		}
+	}
+	if c.MaxBodyBytes < 1024 {
+		return fmt.Errorf("hub config: max_body_bytes: %d is below the minimum of 1024", c.MaxBodyBytes)
+	}
+	if c.MaxBatchBytes < 1024 {
+		return fmt.Errorf("hub config: max_batch_bytes: %d is below the minimum of 1024", c.MaxBatchBytes)
+	}
+	if c.MaxMetricPoints < 1000 || c.MaxMetricPoints > 1_000_000 {
+		return fmt.Errorf("hub config: max_metric_points: %d is outside 1000..1000000", c.MaxMetricPoints)
+	}
+	if c.MaxArtifactBytes < 1 {
+		return fmt.Errorf("hub config: max_artifact_bytes: %d must be positive", c.MaxArtifactBytes)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("hub config: shutdown_timeout: %s must be positive", c.ShutdownTimeout)
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		return fmt.Errorf("hub config: read_header_timeout: %s must be positive", c.ReadHeaderTimeout)
+	}
+	return nil
+}

@@ -1,0 +1,225 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/atelier-ml/atelier/hub/internal/api"
+	"github.com/atelier-ml/atelier/hub/internal/blobfs"
+	"github.com/atelier-ml/atelier/hub/internal/broker"
+	"github.com/atelier-ml/atelier/hub/internal/sqlite"
+)
+
+// AddrFile is the name, inside the data directory, of the file Run writes
+// with the bound addresses (JSON of Addrs).
+const AddrFile = "hub.addr"
+
+// Addrs are the addresses the hub is listening on.
+type Addrs struct {
+	HTTP string `json:"http"`
+	MQTT string `json:"mqtt"`
+	NATS string `json:"nats"`
+}
+
+// Server is the hub. Create it with New and start it with Run, once.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	ready chan struct{}
+
+	mu    sync.Mutex
+	addrs Addrs
+	ran   bool
+}
+
+// New validates cfg and returns a server that is not started yet.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: log, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once every listener is bound and hub.addr is written.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addrs returns the bound addresses; empty before Ready.
+func (s *Server) Addrs() Addrs {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addrs
+}
+
+// Run opens the store, starts the broker and the HTTP API, and blocks until
+// ctx is done; then it shuts everything down in order and returns nil, or
+// the first error. It may be called once.
+func (s *Server) Run(ctx context.Context) (err error) {
+	s.mu.Lock()
+	if s.ran {
+		s.mu.Unlock()
+		return errors.New("hub: Run called twice")
+	}
+	s.ran = true
+	s.mu.Unlock()
+
+	cfg := s.cfg
+	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
+		return fmt.Errorf("hub: data dir: %w", err)
+	}
+	store, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.Data, "hub.db")}, s.log.With("component", "store"))
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	defer func() {
+		if cerr := store.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("hub: close store: %w", cerr)
+		}
+	}()
+	blobs, err := blobfs.Open(filepath.Join(cfg.Data, "blobs"), s.log.With("component", "blobs"))
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+
+	br, err := broker.New(broker.Config{
+		Name: "atelier-hub", NATS: cfg.NATS, MQTT: cfg.MQTT,
+		StoreDir: filepath.Join(cfg.Data, "jetstream"),
+	}, s.log)
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	if err := br.Start(ctx); err != nil {
+		br.Shutdown()
+		return fmt.Errorf("hub: %w", err)
+	}
+	defer br.Shutdown()
+
+	ln, err := net.Listen("tcp", cfg.HTTP)
+	if err != nil {
+		return fmt.Errorf("hub: http listen: %w", err)
+	}
+	if host, _, _ := net.SplitHostPort(cfg.HTTP); !isLoopback(host) {
+		s.log.Warn("the HTTP API is listening on a non-loopback address and has no authentication yet: anyone who can reach it can read and change everything", "addr", ln.Addr().String())
+	}
+	a := api.New(api.Config{
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		MaxBatchBytes:    cfg.MaxBatchBytes,
+		MaxMetricPoints:  cfg.MaxMetricPoints,
+		MaxArtifactBytes: cfg.MaxArtifactBytes,
+	}, store, blobs, s.log.With("component", "api"))
+	hs := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	addrs := Addrs{HTTP: ln.Addr().String(), MQTT: br.MQTTAddr(), NATS: br.NATSAddr()}
+	s.mu.Lock()
+	s.addrs = addrs
+	s.mu.Unlock()
+
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+
+	addrPath := filepath.Join(cfg.Data, AddrFile)
+	if err := writeFileAtomic(addrPath, addrs); err != nil {
+		_ = hs.Close()
+		<-served
+		return fmt.Errorf("hub: %w", err)
+	}
+	s.log.Info("hub listening", "http", addrs.HTTP, "mqtt", addrs.MQTT, "nats", addrs.NATS, "data", cfg.Data)
+	close(s.ready)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+	}
+	s.log.Info("hub shutting down")
+	a.Close() // end log streams so Shutdown does not wait for them
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		s.log.Warn("in-flight requests did not finish in time; closing them", "timeout", cfg.ShutdownTimeout, "err", err)
+		_ = hs.Close()
+	}
+	if serveErr == nil {
+		serveErr = <-served
+	}
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	if err := os.Remove(addrPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("remove address file", "path", addrPath, "err", err)
+	}
+	if serveErr != nil {
+		return fmt.Errorf("hub: http: %w", serveErr)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// writeFileAtomic writes v as JSON to path: temp file, fsync, rename, fsync
+// of the directory.
+func writeFileAtomic(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".hub.addr-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// ReadAddrs reads the address file a running hub wrote in its data dir.
+func ReadAddrs(data string) (Addrs, error) {
+	var a Addrs
+	b, err := os.ReadFile(filepath.Join(data, AddrFile))
+	if err != nil {
+		return a, fmt.Errorf("hub address file: %w", err)
+	}
+	if err := json.Unmarshal(b, &a); err != nil {
+		return a, fmt.Errorf("hub address file %s: %w", filepath.Join(data, AddrFile), err)
+	}
+	return a, nil
+}

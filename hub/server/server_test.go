@@ -1,0 +1,76 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startHub runs a hub on loopback with free ports in a temp dir; it is
+// stopped (and Run's result checked) at cleanup.
+func startHub(t *testing.T, mod func(*Config)) (*Server, string) {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Data = t.TempDir()
+	cfg.HTTP, cfg.MQTT, cfg.NATS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.ShutdownTimeout = 5 * time.Second
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("Run: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run returned %v after cancel", err)
+		}
+		if _, err := os.Stat(filepath.Join(cfg.Data, AddrFile)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still present after shutdown: %v", AddrFile, err)
+		}
+	})
+	return s, cfg.Data
+}
+
+func TestRunWritesAddrFileAndServes(t *testing.T) {
+	s, data := startHub(t, nil)
+	a := s.Addrs()
+	for name, addr := range map[string]string{"http": a.HTTP, "mqtt": a.MQTT, "nats": a.NATS} {
+		if addr == "" || strings.HasSuffix(addr, ":0") {
+			t.Errorf("%s address %q is not a bound address", name, addr)
+		}
+	}
+	got, err := ReadAddrs(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != a {
+		t.Errorf("hub.addr = %+v, Addrs() = %+v", got, a)
+	}
+	resp, err := http.Get("http://" + a.HTTP + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]string
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 || body["status"] != "ok" {
+		t.Errorf("GET /healthz = %d %v %v", resp.StatusCode, body, err)
+	}
+}
