@@ -1,0 +1,3 @@
+module example.com/atelier-sample/train
+
+go 1.26
