@@ -1,11 +1,14 @@
 package cli_test
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/signal"
@@ -44,12 +47,15 @@ func TestMain(m *testing.M) {
 //	    send a request to $ATELIER_HUB, print the answer on stdout; fail on
 //	    a non-2xx status (use `! api` to expect one). -save sets VAR to the
 //	    top-level string or number FIELD of the JSON answer.
+//	targz OUT DIR
+//	    write the files under DIR as a tar.gz (paths relative to DIR).
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: filepath.Join("testdata", "script"),
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waithub": cmdWaitHub,
 			"api":     cmdAPI,
+			"targz":   cmdTarGz,
 		},
 		Setup: func(env *testscript.Env) error {
 			// No hub unless a script starts one: a stray default hub on
@@ -140,4 +146,37 @@ func cmdAPI(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		ts.Setenv(name, fmt.Sprint(v))
 	}
+}
+
+func cmdTarGz(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: targz OUT DIR")
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	dir := ts.MkAbs(args[1])
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		hdr := &tar.Header{Name: filepath.ToSlash(rel), Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		_, err = tw.Write(data)
+		return err
+	})
+	ts.Check(err)
+	ts.Check(tw.Close())
+	ts.Check(zw.Close())
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), buf.Bytes(), 0o644))
 }
