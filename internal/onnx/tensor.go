@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -525,6 +526,7 @@ func appendTensor(b []byte, t *Tensor) ([]byte, error) {
 		return b, nil
 	}
 	size := got * t.DataType.elemSize()
+	b = slices.Grow(b, size+2*binary.MaxVarintLen64)
 	b = protowire.AppendTag(b, tensorRawData, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(size))
 	return appendRaw(b, data), nil

@@ -1,8 +1,10 @@
 package onnx
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -245,5 +247,6 @@ func appendPackedFloats(b []byte, num protowire.Number, vs []float32) []byte {
 
 // appendMessage appends a nested message built by enc.
 func appendMessage(b []byte, num protowire.Number, msg []byte) []byte {
+	b = slices.Grow(b, len(msg)+2*binary.MaxVarintLen64)
 	return appendBytes(b, num, msg)
 }
