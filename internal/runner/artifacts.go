@@ -79,9 +79,10 @@ func (s *session) uploadArtifact(ctx context.Context, p, rel string) error {
 		if err != nil {
 			return err
 		}
-		var r io.Reader = f
+		// Not the *os.File itself: an HTTP client closes an io.Closer body.
+		var r io.Reader = io.NewSectionReader(f, 0, fi.Size())
 		if s.showProgress() {
-			pr := &progressReader{r: f, total: fi.Size(), name: rel, w: s.stderr, start: time.Now()}
+			pr := &progressReader{r: r, total: fi.Size(), name: rel, w: s.stderr, start: time.Now()}
 			defer pr.done()
 			r = pr
 		}

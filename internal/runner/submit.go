@@ -131,10 +131,9 @@ func (s *session) submit(ctx context.Context) (int, error) {
 	s.say("run %s created in %s/%s (snapshot %s: %d files, %s)", run.ID, o.Workspace, o.Experiment, digest[:12], st.Files, formatBytes(size))
 
 	err = s.retry(ctx, "upload snapshot", 3, func(ctx context.Context) error {
-		if _, err := snap.Seek(0, io.SeekStart); err != nil {
-			return err
-		}
-		_, err := s.h.PutSnapshot(ctx, o.Workspace, run.ID, snap, size)
+		// A SectionReader, not the *os.File: an HTTP client closes a
+		// request body that is an io.Closer, and the file is still needed.
+		_, err := s.h.PutSnapshot(ctx, o.Workspace, run.ID, io.NewSectionReader(snap, 0, size), size)
 		return err
 	})
 	if err != nil {
@@ -151,10 +150,7 @@ func (s *session) submit(ctx context.Context) (int, error) {
 	} else {
 		defer os.RemoveAll(work)
 	}
-	if _, err := snap.Seek(0, io.SeekStart); err != nil {
-		return 1, s.abort(ctx, fmt.Errorf("working copy: %w", err))
-	}
-	if err := Extract(ctx, snap, work, Limits{}); err != nil {
+	if err := Extract(ctx, io.NewSectionReader(snap, 0, size), work, Limits{}); err != nil {
 		return 1, s.abort(ctx, fmt.Errorf("working copy: %w", err))
 	}
 	if err := ctx.Err(); err != nil {

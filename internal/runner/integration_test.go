@@ -1,0 +1,150 @@
+package runner_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/atelier-ml/atelier/hub"
+	"github.com/atelier-ml/atelier/hub/client"
+	"github.com/atelier-ml/atelier/hub/server"
+	"github.com/atelier-ml/atelier/internal/runner"
+)
+
+var _ runner.Hub = (*client.Client)(nil)
+
+// startHub runs a real hub on loopback (free ports, data in a temp dir)
+// until the test ends, and returns a client for it with a workspace "ws".
+func startHub(t *testing.T) (*client.Client, string) {
+	t.Helper()
+	cfg := server.DefaultConfig()
+	cfg.Data = t.TempDir()
+	cfg.HTTP, cfg.MQTT, cfg.NATS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.ShutdownTimeout = 5 * time.Second
+	s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("hub Run: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("hub Run returned %v after cancel", err)
+		}
+	})
+	url := "http://" + s.Addrs().HTTP
+	c := client.New(url)
+	if _, err := c.CreateWorkspace(context.Background(), "ws", ""); err != nil {
+		t.Fatal(err)
+	}
+	return c, url
+}
+
+// TestSubmitRealHub runs a real child process through Submit against a
+// real hub and checks what the hub stored.
+func TestSubmitRealHub(t *testing.T) {
+	c, url := startHub(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "train.sh"), []byte(`echo "hub=$ATELIER_HUB run=$ATELIER_RUN_ID epochs=$ATELIER_PARAM_EPOCHS"
+echo ::metric name=loss value=0.5 step=1
+echo ::metric name=loss value=0.25
+echo '::param name=arch value="mlp 2x"'
+echo warn >&2
+mkdir -p outputs; echo hi > outputs/a.txt
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code, err := runner.Submit(ctx, c, runner.Options{
+		Workspace: "ws", Experiment: "exp", Name: "real", Dir: dir, HubURL: url,
+		Command: []string{"sh", "train.sh"}, Params: map[string]string{"epochs": "3"}, Tags: map[string]string{"k": "v"},
+		TempDir: t.TempDir(),
+	}, &stdout, &stderr, nil)
+	if code != 0 || err != nil {
+		t.Fatalf("Submit = %d, %v; stderr:\n%s", code, err, stderr.String())
+	}
+	runs, err := c.ListRuns(ctx, "ws", client.RunQuery{})
+	if err != nil || len(runs) != 1 {
+		t.Fatalf("ListRuns = %v, %v", runs, err)
+	}
+	run, err := c.GetRun(ctx, "ws", runs[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Status != hub.StatusCompleted || run.ExitCode == nil || *run.ExitCode != 0 || run.Experiment != "exp" || run.Name != "real" {
+		t.Errorf("run = %+v", run)
+	}
+	if want := map[string]string{"epochs": "3", "arch": "mlp 2x"}; !reflect.DeepEqual(run.Params, want) {
+		t.Errorf("params = %v, want %v", run.Params, want)
+	}
+	if run.Tags["k"] != "v" {
+		t.Errorf("tags = %v", run.Tags)
+	}
+	if !reflect.DeepEqual(run.Command, []string{"sh", "train.sh"}) {
+		t.Errorf("command = %q", run.Command)
+	}
+	pts, err := c.GetMetrics(ctx, "ws", run.ID, "loss")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []int64
+	var vals []float64
+	for _, p := range pts {
+		steps, vals = append(steps, p.Step), append(vals, p.Value)
+	}
+	if !reflect.DeepEqual(steps, []int64{1, 1}) || !reflect.DeepEqual(vals, []float64{0.5, 0.25}) {
+		t.Errorf("loss series steps %v values %v, want steps [1 1] (the second point is the second of its name) values [0.5 0.25]", steps, vals)
+	}
+	var logs []string
+	if err := c.StreamLogs(ctx, "ws", run.ID, 0, false, func(l hub.LogLine) error {
+		logs = append(logs, l.Stream+":"+l.Text)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantOut := "stdout:hub=" + url + " run=" + run.ID + " epochs=3"
+	if len(logs) != 5 || !contains(logs, wantOut) || !contains(logs, "stderr:warn") || !contains(logs, "stdout:::metric name=loss value=0.5 step=1") {
+		t.Errorf("logs = %q", logs)
+	}
+	var art bytes.Buffer
+	if err := c.GetArtifact(ctx, "ws", run.ID, "a.txt", &art); err != nil || art.String() != "hi\n" {
+		t.Errorf("artifact a.txt = %q, %v", art.String(), err)
+	}
+	var snap, packed bytes.Buffer
+	if err := c.GetSnapshot(ctx, "ws", run.ID, &snap); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runner.Pack(ctx, dir, &packed, runner.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(snap.Bytes(), packed.Bytes()) {
+		t.Errorf("stored snapshot (%d bytes) differs from the pack of the directory (%d bytes)", snap.Len(), packed.Len())
+	}
+	if !strings.Contains(stderr.String(), "run "+run.ID+" completed") {
+		t.Errorf("stderr = %q", stderr.String())
+	}
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
