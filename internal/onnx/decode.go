@@ -24,6 +24,9 @@ const maxDepth = 64
 // multiple of len(b).
 func Decode(b []byte) (*Model, error) {
 	r := newReader("ModelProto", b, 0)
+	if len(b) == 0 {
+		return nil, r.errAt(0, "", "empty input; not an ONNX model")
+	}
 	m := &Model{}
 	var haveIR bool
 	for {

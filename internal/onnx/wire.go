@@ -69,8 +69,10 @@ func (r *reader) next() (f field, ok bool, err error) {
 		f.b = rest[ln : ln+int(l)]
 		f.pay = r.base + start + n + ln
 		m = ln + int(l)
+	case protowire.StartGroupType, protowire.EndGroupType:
+		return field{}, false, r.errAt(f.off, "", fmt.Sprintf("field %d uses the group wire type %d, which ONNX never uses", num, typ))
 	default:
-		return field{}, false, r.errAt(f.off, "", fmt.Sprintf("field %d has wire type %d (groups are not used by ONNX)", num, typ))
+		return field{}, false, r.errAt(f.off, "", fmt.Sprintf("field %d has invalid wire type %d", num, typ))
 	}
 	if m < 0 {
 		return field{}, false, r.errAt(f.off, "", fmt.Sprintf("field %d: truncated or bad value: %v", num, protowire.ParseError(m)))
