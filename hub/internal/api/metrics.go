@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/atelier-ml/atelier/hub"
 )
@@ -133,7 +134,7 @@ func (d *mdec) str() (string, error) {
 			continue
 		case c == '"':
 			d.i++
-			if !escaped {
+			if !escaped && utf8.Valid(d.b[start+1:d.i-1]) {
 				return string(d.b[start+1 : d.i-1]), nil
 			}
 			var s string
@@ -265,7 +266,7 @@ func (d *mdec) point(idx int) (hub.MetricPoint, error) {
 			}
 			tok := d.token()
 			v, err := strconv.ParseFloat(string(tok), 64)
-			if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+			if !jsonNumber(tok) || err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
 				valueErr = fmt.Errorf("at offset %d: value %q: expected a finite number", at, tok)
 			}
 			p.Value = v
@@ -274,7 +275,7 @@ func (d *mdec) point(idx int) (hub.MetricPoint, error) {
 				break
 			}
 			tok := d.token()
-			if p.Step, err = strconv.ParseInt(string(tok), 10, 64); err != nil {
+			if p.Step, err = strconv.ParseInt(string(tok), 10, 64); err != nil || !jsonNumber(tok) {
 				return p, fmt.Errorf("metrics[%d]: at offset %d: step %q: expected a whole number: %w", idx, at, tok, hub.ErrInvalid)
 			}
 		case "timestamp":
@@ -311,4 +312,42 @@ func (d *mdec) point(idx int) (hub.MetricPoint, error) {
 		return p, fmt.Errorf("metrics[%d] (%q): missing \"value\": %w", idx, p.Name, hub.ErrInvalid)
 	}
 	return p, nil
+}
+
+// jsonNumber reports whether b is a number in JSON's grammar:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func jsonNumber(b []byte) bool {
+	i := 0
+	digits := func() int {
+		n := 0
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	if i < len(b) && b[i] == '0' {
+		i++
+	} else if digits() == 0 {
+		return false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(b)
 }
