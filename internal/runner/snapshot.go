@@ -125,10 +125,10 @@ func scan(ctx context.Context, dir string) ([]entry, error) {
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot directory: %w", err)
+		return nil, err
 	}
 	if !fi.IsDir() {
-		return nil, fmt.Errorf("snapshot directory %s: not a directory: %w", dir, ErrInvalidOptions)
+		return nil, fmt.Errorf("not a directory: %w", ErrInvalidOptions)
 	}
 	if err := walk(dir, ""); err != nil {
 		return nil, err
@@ -138,7 +138,7 @@ func scan(ctx context.Context, dir string) ([]entry, error) {
 
 // checkLimits returns an error wrapping ErrTooLarge naming the limit
 // exceeded and the biggest offenders.
-func checkLimits(dir string, entries []entry, lim Limits) (PackStats, error) {
+func checkLimits(entries []entry, lim Limits) (PackStats, error) {
 	var st PackStats
 	for _, e := range entries {
 		switch e.kind {
@@ -162,7 +162,6 @@ func checkLimits(dir string, entries []entry, lim Limits) (PackStats, error) {
 	} else {
 		fmt.Fprintf(&b, "%d files exceed the limit of %d files", st.Files, lim.MaxFiles)
 	}
-	fmt.Fprintf(&b, " (directory %s)", dir)
 
 	// Offenders: the top-level entries, and the biggest files.
 	type agg struct {
@@ -244,7 +243,7 @@ func Pack(ctx context.Context, dir string, w io.Writer, lim Limits) (PackStats, 
 	if err != nil {
 		return PackStats{}, err
 	}
-	st, err := checkLimits(dir, entries, lim)
+	st, err := checkLimits(entries, lim)
 	if err != nil {
 		return st, err
 	}

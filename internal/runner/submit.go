@@ -107,7 +107,7 @@ func (s *session) submit(ctx context.Context) (int, error) {
 	sum := sha256.New()
 	st, err := Pack(ctx, o.Dir, io.MultiWriter(snap, sum), lim)
 	if err != nil {
-		return 1, fmt.Errorf("snapshot %s: %w", o.Dir, err)
+		return 1, fmt.Errorf("directory %s: %w", o.Dir, err)
 	}
 	size, err := snap.Seek(0, io.SeekCurrent)
 	if err != nil {
