@@ -1,0 +1,325 @@
+package mqttsession
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"google.golang.org/protobuf/proto"
+
+	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+)
+
+// Config configures a Session. Zero durations take the defaults shown.
+type Config struct {
+	// Broker is the MQTT URL, e.g. tcp://127.0.0.1:1883.
+	Broker string
+	// AgentID is the MQTT client id and the {agent} topic level.
+	AgentID  string
+	Username string
+	Password string
+	// Capabilities go into the retained ONLINE presence.
+	Capabilities *agentv1.Capabilities
+	// HeartbeatSeconds is announced in the presence (the agent keeps it).
+	HeartbeatSeconds uint32
+	// ConnectTimeout bounds one connection attempt (default 10s).
+	ConnectTimeout time.Duration
+	// KeepAlive is the MQTT keep-alive (default 30s).
+	KeepAlive time.Duration
+	// MinBackoff and MaxBackoff bound the jittered exponential delay
+	// between connection attempts (defaults 500ms and 30s).
+	MinBackoff, MaxBackoff time.Duration
+	// ChunkWindow is how many chunks are requested ahead (default 8).
+	ChunkWindow int
+	// ChunkTimeout is how long a requested chunk may take while connected
+	// before it is requested again (default 15s); ChunkRetries is how many
+	// times (default 4) before Chunk gives up with ErrChunkTimeout.
+	ChunkTimeout time.Duration
+	ChunkRetries int
+}
+
+func (c *Config) setDefaults() error {
+	if c.Broker == "" {
+		return fmt.Errorf("%w: Broker is empty", ErrInvalidConfig)
+	}
+	if !ValidAgentID(c.AgentID) {
+		return fmt.Errorf("%w: AgentID %q does not match [a-z0-9][a-z0-9-]{0,62}", ErrInvalidConfig, c.AgentID)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.ConnectTimeout, 10*time.Second)
+	def(&c.KeepAlive, 30*time.Second)
+	def(&c.MinBackoff, 500*time.Millisecond)
+	def(&c.MaxBackoff, 30*time.Second)
+	def(&c.ChunkTimeout, 15*time.Second)
+	if c.MaxBackoff < c.MinBackoff {
+		return fmt.Errorf("%w: MaxBackoff %v below MinBackoff %v", ErrInvalidConfig, c.MaxBackoff, c.MinBackoff)
+	}
+	if c.ChunkWindow <= 0 {
+		c.ChunkWindow = 8
+	}
+	if c.ChunkRetries <= 0 {
+		c.ChunkRetries = 4
+	}
+	return nil
+}
+
+// Handlers receive what the hub sends. They run on the MQTT client's
+// delivery goroutine and must not block.
+type Handlers struct {
+	// Desired gets every well-formed DesiredState received (retained ones
+	// on each connect included). Validating its content is the caller's job.
+	Desired func(*agentv1.DesiredState)
+	// Connected is called after each successful (re)connect, once the
+	// subscriptions are in place and the presence is published.
+	Connected func()
+}
+
+// Session is the agent's MQTT connection: it connects with a persistent
+// session (clean session false, client id = agent id), registers a retained
+// OFFLINE last will, publishes a retained ONLINE presence, subscribes to its
+// desired state and chunk responses, and reconnects with jittered
+// exponential backoff until Run's context ends. It also implements
+// modelcache.ChunkSource over the chunk topics.
+//
+// Run must be called once; the other methods are safe for concurrent use
+// at any time (publishing fails with ErrNotConnected while disconnected).
+type Session struct {
+	cfg Config
+	h   Handlers
+	log *slog.Logger
+
+	mu     sync.Mutex
+	client mqtt.Client   // nil while disconnected
+	up     chan struct{} // closed on connect, replaced on disconnect
+	down   chan struct{} // closed when the current connection ends
+
+	chunks chunkState
+}
+
+// New validates cfg and returns a Session that is not yet connected.
+func New(cfg Config, h Handlers, log *slog.Logger) (*Session, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Session{cfg: cfg, h: h, log: log, up: make(chan struct{}), down: make(chan struct{})}
+	s.chunks.init()
+	return s, nil
+}
+
+func (s *Session) topic(leaf string) string { return Topic(s.cfg.AgentID, leaf) }
+
+func (s *Session) presence(st agentv1.Presence_Status) []byte {
+	b, _ := proto.Marshal(&agentv1.Presence{
+		Status:           st,
+		TimeUnixNano:     time.Now().UnixNano(),
+		Capabilities:     s.cfg.Capabilities,
+		HeartbeatSeconds: s.cfg.HeartbeatSeconds,
+	})
+	return b
+}
+
+// Run keeps the session connected until ctx ends, then publishes a retained
+// OFFLINE presence, disconnects and returns nil. It never returns early
+// because the broker is unreachable: it retries with backoff.
+func (s *Session) Run(ctx context.Context) error {
+	attempt := 0
+	for {
+		c, lost, err := s.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			d := backoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, attempt)
+			attempt++
+			s.log.Warn("mqtt connect failed", "broker", s.cfg.Broker, "attempt", attempt, "retry_in", d, "error", err)
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+			continue
+		}
+		attempt = 0
+		select {
+		case <-ctx.Done():
+			s.setClient(nil)
+			tok := c.Publish(s.topic(LeafPresence), 1, true, s.presence(agentv1.Presence_STATUS_OFFLINE))
+			tok.WaitTimeout(2 * time.Second)
+			c.Disconnect(250)
+			s.log.Info("mqtt session closed")
+			return nil
+		case err := <-lost:
+			s.setClient(nil)
+			s.log.Warn("mqtt connection lost", "error", err)
+		}
+	}
+}
+
+// backoff is the delay before attempt n (0-based): exponential from min,
+// capped at max, with "equal jitter" (half fixed, half random).
+func backoff(minD, maxD time.Duration, n int) time.Duration {
+	d := maxD
+	if n < 32 && minD<<n > 0 && minD<<n < maxD {
+		d = minD << n
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func (s *Session) connect(ctx context.Context) (mqtt.Client, <-chan error, error) {
+	lost := make(chan error, 1)
+	opts := mqtt.NewClientOptions().
+		AddBroker(s.cfg.Broker).
+		SetClientID(s.cfg.AgentID).
+		SetUsername(s.cfg.Username).
+		SetPassword(s.cfg.Password).
+		SetProtocolVersion(4).
+		SetCleanSession(false).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetConnectTimeout(s.cfg.ConnectTimeout).
+		SetKeepAlive(s.cfg.KeepAlive).
+		SetBinaryWill(s.topic(LeafPresence), s.presence(agentv1.Presence_STATUS_OFFLINE), 1, true).
+		SetDefaultPublishHandler(s.dispatch).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			select {
+			case lost <- err:
+			default:
+			}
+		})
+	c := mqtt.NewClient(opts)
+	if err := wait(ctx, c.Connect(), s.cfg.ConnectTimeout+time.Second); err != nil {
+		c.Disconnect(0)
+		return nil, nil, fmt.Errorf("connect %s: %w", s.cfg.Broker, err)
+	}
+	subs := map[string]byte{s.topic(LeafDesired): 1, s.topic(LeafChunksResponse): 1}
+	if err := wait(ctx, c.SubscribeMultiple(subs, nil), s.cfg.ConnectTimeout); err != nil {
+		c.Disconnect(0)
+		return nil, nil, fmt.Errorf("subscribe: %w", err)
+	}
+	if err := wait(ctx, c.Publish(s.topic(LeafPresence), 1, true, s.presence(agentv1.Presence_STATUS_ONLINE)), s.cfg.ConnectTimeout); err != nil {
+		c.Disconnect(0)
+		return nil, nil, fmt.Errorf("publish presence: %w", err)
+	}
+	s.log.Info("mqtt connected", "broker", s.cfg.Broker, "client_id", s.cfg.AgentID)
+	s.setClient(c)
+	s.chunks.reset() // requests in flight before the reconnect are re-sent
+	if s.h.Connected != nil {
+		s.h.Connected()
+	}
+	return c, lost, nil
+}
+
+func (s *Session) setClient(c mqtt.Client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c != nil && s.client == nil {
+		close(s.up)
+		s.down = make(chan struct{})
+	}
+	if c == nil && s.client != nil {
+		s.up = make(chan struct{})
+		close(s.down)
+	}
+	s.client = c
+}
+
+// current returns the connected client (nil if none), a channel closed
+// when a connection is (or already was) established, and one closed when
+// the returned client's connection ends.
+func (s *Session) current() (mqtt.Client, <-chan struct{}, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.client, s.up, s.down
+}
+
+// Connected reports whether the session is connected now.
+func (s *Session) Connected() bool {
+	c, _, _ := s.current()
+	return c != nil
+}
+
+// wait waits for tok. A token of a lost connection may never complete
+// (paho keeps unacknowledged QoS 1 messages of a persistent session for a
+// resend we never do, since each connection is a fresh client), so it also
+// gives up when down is closed.
+func wait(ctx context.Context, tok mqtt.Token, timeout time.Duration) error {
+	return waitConn(ctx, tok, timeout, nil)
+}
+
+func waitConn(ctx context.Context, tok mqtt.Token, timeout time.Duration, down <-chan struct{}) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-down:
+		return ErrNotConnected
+	case <-t.C:
+		return fmt.Errorf("no answer from the broker after %v", timeout)
+	}
+}
+
+// publish sends msg with QoS 1 on the agent's leaf topic and waits for the
+// broker's acknowledgement.
+func (s *Session) publish(ctx context.Context, leaf string, msg proto.Message, retained bool) error {
+	b, err := proto.Marshal(msg)
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", leaf, err)
+	}
+	c, _, down := s.current()
+	if c == nil {
+		return fmt.Errorf("publish %s: %w", leaf, ErrNotConnected)
+	}
+	if err := waitConn(ctx, c.Publish(s.topic(leaf), 1, retained, b), s.cfg.ConnectTimeout, down); err != nil {
+		if errors.Is(err, mqtt.ErrNotConnected) {
+			err = ErrNotConnected
+		}
+		return fmt.Errorf("publish %s: %w", leaf, err)
+	}
+	return nil
+}
+
+// PublishReported publishes a ReportedState (QoS 1, not retained).
+func (s *Session) PublishReported(ctx context.Context, st *agentv1.ReportedState) error {
+	return s.publish(ctx, LeafReported, st, false)
+}
+
+// dispatch routes every incoming message by topic.
+func (s *Session) dispatch(_ mqtt.Client, m mqtt.Message) {
+	switch m.Topic() {
+	case s.topic(LeafDesired):
+		var d agentv1.DesiredState
+		if err := proto.Unmarshal(m.Payload(), &d); err != nil {
+			s.log.Error("dropping undecodable desired state", "topic", m.Topic(), "bytes", len(m.Payload()), "error", err)
+			return
+		}
+		if s.h.Desired != nil {
+			s.h.Desired(&d)
+		}
+	case s.topic(LeafChunksResponse):
+		var r agentv1.ChunkResponse
+		if err := proto.Unmarshal(m.Payload(), &r); err != nil {
+			s.log.Error("dropping undecodable chunk response", "topic", m.Topic(), "bytes", len(m.Payload()), "error", err)
+			return
+		}
+		s.chunks.deliver(&r)
+	default:
+		s.log.Warn("message on unexpected topic", "topic", m.Topic())
+	}
+}
