@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -66,17 +67,43 @@ func DefaultConfig() Config {
 }
 
 // LoadConfig decodes YAML from r onto cfg: keys present override, absent
-// keys keep cfg's values. Unknown keys are errors naming the key and line.
-// An empty document changes nothing.
+// keys keep cfg's values. Unknown keys and values of the wrong type are
+// errors naming the key and its line. An empty document changes nothing;
+// on error cfg is unchanged.
 func LoadConfig(r io.Reader, cfg *Config) error {
-	dec := yaml.NewDecoder(r)
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil {
+	var doc yaml.Node
+	if err := yaml.NewDecoder(r).Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		return fmt.Errorf("hub config: %w", err)
 	}
+	if len(doc.Content) == 0 {
+		return nil
+	}
+	m := doc.Content[0]
+	if m.Kind != yaml.MappingNode {
+		return fmt.Errorf("hub config: line %d: expected a mapping of keys to values", m.Line)
+	}
+	next := *cfg
+	fields := map[string]reflect.Value{}
+	v := reflect.ValueOf(&next).Elem()
+	for i := range v.NumField() {
+		if tag := v.Type().Field(i).Tag.Get("yaml"); tag != "" {
+			fields[tag] = v.Field(i)
+		}
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, val := m.Content[i], m.Content[i+1]
+		f, ok := fields[k.Value]
+		if !ok {
+			return fmt.Errorf("hub config: line %d: unknown key %q", k.Line, k.Value)
+		}
+		if err := val.Decode(f.Addr().Interface()); err != nil {
+			return fmt.Errorf("hub config: line %d: %s: %w", val.Line, k.Value, err)
+		}
+	}
+	*cfg = next
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -73,4 +74,82 @@ func TestRunWritesAddrFileAndServes(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 || body["status"] != "ok" {
 		t.Errorf("GET /healthz = %d %v %v", resp.StatusCode, body, err)
 	}
+}
+
+// TestShutdownEndsFollowAndDrains: a log follower and the server's Run
+// both end when ctx is canceled; the data survives a restart on the same
+// directory.
+func TestShutdownEndsFollowAndRestart(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Data = t.TempDir()
+	cfg.HTTP, cfg.MQTT, cfg.NATS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	run := func() (context.CancelFunc, chan error, string) {
+		s, err := New(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		select {
+		case <-s.Ready():
+		case err := <-done:
+			t.Fatalf("Run: %v", err)
+		}
+		return cancel, done, "http://" + s.Addrs().HTTP
+	}
+	cancel, done, base := run()
+	post := func(base, path, body string) {
+		t.Helper()
+		resp, err := http.Post(base+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("POST %s = %d", path, resp.StatusCode)
+		}
+	}
+	post(base, "/api/v1/workspaces", `{"name":"w"}`)
+	resp, err := http.Post(base+"/api/v1/workspaces/w/runs", "application/json", strings.NewReader(`{"experiment":"e"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct{ ID string }
+	json.NewDecoder(resp.Body).Decode(&r)
+	resp.Body.Close()
+	post(base, "/api/v1/workspaces/w/runs/"+r.ID+"/logs", `{"lines":[{"text":"hi"}]}`)
+
+	follow, err := http.Get(base + "/api/v1/workspaces/w/runs/" + r.ID + "/logs?follow=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer follow.Body.Close()
+	line := make([]byte, 1)
+	if _, err := follow.Body.Read(line); err != nil { // the stream is open
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel = %v", err)
+	}
+	if _, err := io.ReadAll(follow.Body); err != nil {
+		t.Errorf("follow stream did not end cleanly: %v", err)
+	}
+
+	cancel, done, base = run()
+	defer func() { cancel(); <-done }()
+	resp, err = http.Get(base + "/api/v1/workspaces/w/runs/" + r.ID + "/logs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `"text":"hi"`) {
+		t.Errorf("after restart logs = %q", b)
+	}
+}
+
+func testLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
