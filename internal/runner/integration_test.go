@@ -1,10 +1,14 @@
 package runner_test
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
+	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -147,4 +151,78 @@ func contains(xs []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// TestSubmitSampleTrainer submits the sample training program
+// (testbench/sample/train, a nested module) with `go run .` against a real
+// hub: the end-to-end path a user takes.
+func TestSubmitSampleTrainer(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed to run the sample: %v", err)
+	}
+	c, url := startHub(t)
+	ctx := context.Background()
+	var stdout, stderr bytes.Buffer
+	code, err := runner.Submit(ctx, c, runner.Options{
+		Workspace: "ws", Experiment: "digits", Dir: filepath.Join("..", "..", "testbench", "sample", "train"), HubURL: url,
+		Command: []string{goBin, "run", "."}, Params: map[string]string{"epochs": "2", "hidden": "8"},
+		TempDir: t.TempDir(),
+	}, &stdout, &stderr, nil)
+	if code != 0 || err != nil {
+		t.Fatalf("Submit = %d, %v; stderr:\n%s", code, err, stderr.String())
+	}
+	runs, err := c.ListRuns(ctx, "ws", client.RunQuery{Experiment: "digits"})
+	if err != nil || len(runs) != 1 {
+		t.Fatalf("ListRuns = %v, %v", runs, err)
+	}
+	run := runs[0]
+	if run.Status != hub.StatusCompleted {
+		t.Fatalf("status %s: %s", run.Status, run.Error)
+	}
+	for k, v := range map[string]string{"epochs": "2", "hidden": "8", "lr": "0.05", "batch_size": "32"} {
+		if run.Params[k] != v {
+			t.Errorf("param %s = %q, want %q (params %v)", k, run.Params[k], v, run.Params)
+		}
+	}
+	for _, m := range []string{"loss", "accuracy", "train_accuracy", "test_accuracy"} {
+		if _, ok := run.Metrics[m]; !ok {
+			t.Errorf("metric %s missing: %v", m, run.Metrics)
+		}
+	}
+	loss, err := c.GetMetrics(ctx, "ws", run.ID, "loss")
+	if err != nil || len(loss) != 2 {
+		t.Errorf("loss series = %v, %v; want 2 epochs", loss, err)
+	}
+	var model bytes.Buffer
+	if err := c.GetArtifact(ctx, "ws", run.ID, "model.onnx", &model); err != nil || model.Len() == 0 {
+		t.Errorf("model.onnx: %d bytes, %v", model.Len(), err)
+	}
+	// The sample's .gitignore leaves outputs/ out of the snapshot.
+	var snap bytes.Buffer
+	if err := c.GetSnapshot(ctx, "ws", run.ID, &snap); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(&snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, h.Name)
+		if strings.HasPrefix(h.Name, "outputs/") {
+			t.Errorf("snapshot holds %s although the sample's .gitignore excludes outputs/", h.Name)
+		}
+	}
+	if !contains(names, "main.go") || !contains(names, "data/digits.csv.gz") {
+		t.Errorf("snapshot entries %q miss main.go or data/digits.csv.gz", names)
+	}
 }
