@@ -374,9 +374,11 @@ func (c *Client) StreamLogs(ctx context.Context, ws, id string, after int64, fol
 }
 
 // upload PUTs r as the raw body. size is the exact length, or -1 if
-// unknown (the body is then sent chunked).
+// unknown (the body is then sent chunked). r is never closed: net/http
+// closes request bodies that are io.Closers, so r is hidden behind a plain
+// io.Reader and stays the caller's.
 func (c *Client) upload(ctx context.Context, path string, r io.Reader, size int64, out any) error {
-	body := r
+	body := io.Reader(struct{ io.Reader }{r})
 	if size == 0 {
 		body = http.NoBody
 	}
@@ -425,7 +427,7 @@ func (c *Client) download(ctx context.Context, path string, w io.Writer) error {
 
 // PutArtifact uploads (or replaces) the artifact at path (slash-separated,
 // relative) of a run, streaming r. size is the exact length of r, or -1 if
-// unknown.
+// unknown. r is not closed; the caller keeps it.
 func (c *Client) PutArtifact(ctx context.Context, ws, id, path string, r io.Reader, size int64) (*hub.Artifact, error) {
 	var a hub.Artifact
 	p := apiPath("workspaces", ws, "runs", id, "artifacts") + "/" + escapePath(path)
@@ -451,7 +453,7 @@ func (c *Client) GetArtifact(ctx context.Context, ws, id, path string, w io.Writ
 }
 
 // PutSnapshot uploads the script snapshot (a tar.gz) of a run, streaming
-// r. size is the exact length of r, or -1 if unknown.
+// r. size is the exact length of r, or -1 if unknown. r is not closed.
 func (c *Client) PutSnapshot(ctx context.Context, ws, id string, r io.Reader, size int64) (*hub.Blob, error) {
 	var b hub.Blob
 	if err := c.upload(ctx, apiPath("workspaces", ws, "runs", id, "snapshot"), r, size, &b); err != nil {

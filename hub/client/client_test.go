@@ -329,3 +329,26 @@ func TestUnreachable(t *testing.T) {
 		t.Fatalf("transport error reported as API error: %v", err)
 	}
 }
+
+// closeRecorder is a reader that records whether it was closed.
+type closeRecorder struct {
+	io.Reader
+	closed bool
+}
+
+func (c *closeRecorder) Close() error { c.closed = true; return nil }
+
+func TestUploadDoesNotCloseReader(t *testing.T) {
+	rec, c := newServer(t)
+	rec.answer = `{"path":"a","size":3,"sha256":"x"}`
+	r := &closeRecorder{Reader: strings.NewReader("abc")}
+	if _, err := c.PutArtifact(context.Background(), "w", "r", "a", r, 3); err != nil {
+		t.Fatal(err)
+	}
+	if r.closed {
+		t.Error("PutArtifact closed the caller's reader")
+	}
+	if got := rec.last(t).Body; got != "abc" {
+		t.Errorf("body %q", got)
+	}
+}
