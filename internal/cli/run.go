@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,7 +24,33 @@ func (a *app) runCmd() *cobra.Command {
 		a.runCompareCmd(), a.runArtifactsCmd(), a.runDownloadCmd(), a.runSnapshotCmd(),
 		a.runTagCmd(), a.runCancelCmd(),
 	)
+	for _, sub := range cmd.Commands() {
+		if strings.Contains(sub.Use, " RUN") {
+			sub.ValidArgsFunction = a.completeRuns(strings.Contains(sub.Use, "RUN RUN..."))
+		}
+	}
 	return cmd
+}
+
+// completeRuns completes run ids of the -w workspace (the 50 newest) for
+// the first argument, or for every argument when all is set.
+func (a *app) completeRuns(all bool) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+		if a.workspace == "" || (len(args) > 0 && !all) {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		ctx, cancel := context.WithTimeout(cmd.Context(), completionTimeout)
+		defer cancel()
+		runs, err := a.client().ListRuns(ctx, a.workspace, client.RunQuery{Top: 50})
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		ids := make([]string, 0, len(runs))
+		for _, r := range runs {
+			ids = append(ids, fmt.Sprintf("%s\t%s %s", r.ID, r.Experiment, r.Status))
+		}
+		return ids, cobra.ShellCompDirectiveNoFileComp
+	}
 }
 
 // withWorkspace wraps a run subcommand body that needs -w.
