@@ -114,7 +114,29 @@ func (a *app) errorLine(err error) string {
 	if err == nil || (errors.As(err, &ee) && ee.Err == nil) {
 		return ""
 	}
-	return "atelier: " + a.describe(err)
+	return "atelier: " + oneLine(a.describe(err))
+}
+
+// oneLine folds a multi-line message (as YAML decoding errors are) into one
+// line.
+func oneLine(msg string) string {
+	lines := strings.Split(strings.TrimSpace(msg), "\n")
+	var b strings.Builder
+	for i, l := range lines {
+		l = strings.TrimSpace(l)
+		if l == "" {
+			continue
+		}
+		if i > 0 {
+			if strings.HasSuffix(b.String(), ":") {
+				b.WriteString(" ")
+			} else {
+				b.WriteString("; ")
+			}
+		}
+		b.WriteString(l)
+	}
+	return b.String()
 }
 
 // describe turns transport errors into advice; hub errors are already the
