@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -69,15 +70,15 @@ func TestHubConfigErrors(t *testing.T) {
 		flags []string
 		want  string
 	}{
-		{"unknown key", []string{"--config", bad}, "unmarshal errors: line 2: field listen not found"},
-		{"missing file", []string{"--config", filepath.Join(dir, "none.yaml")}, "none.yaml"},
-		{"bad address", []string{"--http", "nohost"}, "http"},
+		{"unknown key", []string{"--config", bad}, `line 2: .*listen`},
+		{"missing file", []string{"--config", filepath.Join(dir, "none.yaml")}, `none\.yaml`},
+		{"bad address", []string{"--http", "nohost"}, `http: "nohost"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stderr bytes.Buffer
 			code := Main(t.Context(), append([]string{"hub", "serve", "--data", dir}, tt.flags...), &bytes.Buffer{}, &stderr, func(string) string { return "" }, nil)
-			if code != 1 || !strings.HasPrefix(stderr.String(), "atelier: ") || !strings.Contains(stderr.String(), tt.want) || strings.Count(stderr.String(), "\n") != 1 {
+			if code != 1 || !strings.HasPrefix(stderr.String(), "atelier: ") || !regexp.MustCompile(tt.want).MatchString(stderr.String()) || strings.Count(stderr.String(), "\n") != 1 {
 				t.Errorf("exit %d, stderr %q; want 1 and a line naming %q", code, stderr.String(), tt.want)
 			}
 		})
