@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -224,5 +225,157 @@ func TestSubmitSampleTrainer(t *testing.T) {
 	}
 	if !contains(names, "main.go") || !contains(names, "data/digits.csv.gz") {
 		t.Errorf("snapshot entries %q miss main.go or data/digits.csv.gz", names)
+	}
+}
+
+// lockedBuffer is a buffer safe for concurrent writes, with a way to wait
+// for some text to appear.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// waitFor waits until buf holds text. The bound only keeps a broken test
+// from hanging; nothing is asserted about how long it takes.
+func waitFor(t *testing.T, buf *lockedBuffer, text string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(buf.String(), text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q after a minute; got:\n%s", text, buf.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSubmitSurvivesHubRestart stops the real hub while the command runs,
+// lets the command print while it is down, then starts the hub again on
+// the same address and data: the command is never disturbed and every line
+// ends up stored, in order.
+func TestSubmitSurvivesHubRestart(t *testing.T) {
+	data := t.TempDir()
+	cfg := server.DefaultConfig()
+	cfg.Data = data
+	cfg.HTTP, cfg.MQTT, cfg.NATS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.ShutdownTimeout = 5 * time.Second
+	start := func(cfg server.Config) (stop func()) {
+		s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		select {
+		case <-s.Ready():
+		case err := <-done:
+			cancel()
+			t.Fatalf("hub Run: %v", err)
+		}
+		var once sync.Once
+		stop = func() {
+			once.Do(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("hub Run returned %v after cancel", err)
+				}
+			})
+		}
+		t.Cleanup(stop)
+		return stop
+	}
+	stop1 := start(cfg)
+	addr, err := server.ReadAddrs(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + addr.HTTP
+	c := client.New(url)
+	ctx := context.Background()
+	if _, err := c.CreateWorkspace(ctx, "ws", ""); err != nil {
+		t.Fatal(err)
+	}
+
+	flags := t.TempDir()
+	down, up := filepath.Join(flags, "down"), filepath.Join(flags, "up")
+	script := `echo before
+while [ ! -e "$DOWN" ]; do sleep 0.01; done
+echo during1
+echo '::metric name=m value=1'
+echo during2 >&2
+while [ ! -e "$UP" ]; do sleep 0.01; done
+echo after
+`
+	var stdout, stderr lockedBuffer
+	type result struct {
+		code int
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		code, err := runner.Submit(ctx, c, runner.Options{
+			Workspace: "ws", Experiment: "outage", Dir: t.TempDir(), HubURL: url,
+			Command: []string{"sh", "-c", script}, Env: append(os.Environ(), "DOWN="+down, "UP="+up),
+			TempDir: t.TempDir(), MaxBackoff: 50 * time.Millisecond,
+		}, &stdout, &stderr, nil)
+		res <- result{code, err}
+	}()
+
+	waitFor(t, &stdout, "before\n")
+	stop1()
+	if err := os.WriteFile(down, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, &stdout, "during1\n")
+	waitFor(t, &stderr, "hub unreachable")
+	// Same data, same HTTP address.
+	cfg2 := cfg
+	cfg2.HTTP = addr.HTTP
+	start(cfg2)
+	if err := os.WriteFile(up, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.code != 0 || r.err != nil {
+		t.Fatalf("Submit = %d, %v; stderr:\n%s", r.code, r.err, stderr.String())
+	}
+	runs, err := c.ListRuns(ctx, "ws", client.RunQuery{Experiment: "outage"})
+	if err != nil || len(runs) != 1 {
+		t.Fatalf("ListRuns = %v, %v", runs, err)
+	}
+	if runs[0].Status != hub.StatusCompleted || runs[0].Metrics["m"] != 1 {
+		t.Errorf("run %s metrics %v, want completed with m=1", runs[0].Status, runs[0].Metrics)
+	}
+	var got []string
+	if err := c.StreamLogs(ctx, "ws", runs[0].ID, 0, false, func(l hub.LogLine) error {
+		got = append(got, l.Stream+":"+l.Text)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range got {
+		if strings.HasPrefix(l, "stdout:") {
+			out = append(out, l)
+		}
+	}
+	want := []string{"stdout:before", "stdout:during1", "stdout:::metric name=m value=1", "stdout:after"}
+	if !reflect.DeepEqual(out, want) || !contains(got, "stderr:during2") {
+		t.Errorf("logs = %q, want stdout %q and stderr:during2", got, want)
+	}
+	if !strings.Contains(stderr.String(), "hub reachable again") {
+		t.Errorf("stderr = %q, want the recovery reported", stderr.String())
 	}
 }

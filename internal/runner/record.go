@@ -14,6 +14,24 @@ import (
 // requestTimeout bounds each call to the hub.
 const requestTimeout = 30 * time.Second
 
+// maxLogBatchBytes caps the text of one log batch, well under the hub's
+// request body limit even with JSON escaping.
+const maxLogBatchBytes = 4 << 20
+
+// logBatchLen returns how many of the first lines make one batch: at most
+// maxLines lines and maxLogBatchBytes of text, and at least one line.
+func logBatchLen(lines []hub.LogLine, maxLines int) int {
+	n, size := 0, 0
+	for n < len(lines) && n < maxLines {
+		size += len(lines[n].Text)
+		if n > 0 && size > maxLogBatchBytes {
+			break
+		}
+		n++
+	}
+	return n
+}
+
 // permanent reports whether err is the hub refusing a request (retrying
 // cannot help) rather than the hub being unreachable.
 func permanent(err error) bool {
@@ -250,7 +268,7 @@ func (r *recorder) call(ctx context.Context, what string, n int, fn func(context
 func (r *recorder) sendLogs(ctx context.Context) error {
 	for {
 		r.mu.Lock()
-		batch := r.logs[:min(len(r.logs), r.opts.LogFlushLines)]
+		batch := r.logs[:logBatchLen(r.logs, r.opts.LogFlushLines)]
 		dropped := r.droppedLogs
 		r.mu.Unlock()
 		if len(batch) == 0 {

@@ -3,6 +3,7 @@ package runner
 import (
 	"bytes"
 	"io"
+	"strings"
 	"sync"
 	"unicode/utf8"
 )
@@ -71,7 +72,7 @@ func (s *lineSplitter) Write(p []byte) (int, error) {
 }
 
 func (s *lineSplitter) emit(b []byte, more bool) {
-	text := string(bytes.TrimSuffix(b, []byte("\r")))
+	text := validText(string(bytes.TrimSuffix(b, []byte("\r"))), s.max)
 	s.onLine(text, s.continued)
 	s.continued = more
 }
@@ -82,4 +83,17 @@ func (s *lineSplitter) Close() {
 		s.emit(s.buf, false)
 		s.buf = nil
 	}
+}
+
+// validText makes text valid UTF-8 (the hub stores text, and JSON would
+// replace invalid bytes anyway) without growing it past max bytes: invalid
+// sequences become U+FFFD, or '?' when that would be too long.
+func validText(text string, max int) string {
+	if utf8.ValidString(text) {
+		return text
+	}
+	if t := strings.ToValidUTF8(text, "\uFFFD"); len(t) <= max {
+		return t
+	}
+	return strings.ToValidUTF8(text, "?")
 }

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/atelier-ml/atelier/hub"
 )
 
 func TestLineSplitter(t *testing.T) {
@@ -24,6 +26,9 @@ func TestLineSplitter(t *testing.T) {
 		{"long line split", []string{"abcdefghij\nk"}, 4, []line{{"abcd", false}, {"efgh", true}, {"ij", true}, {"k", false}}},
 		{"long line in pieces", []string{"abc", "def", "ghi\n"}, 4, []line{{"abcd", false}, {"efgh", true}, {"i", true}}},
 		{"utf8 boundary", []string{"aé" + "é\n"}, 4, []line{{"aé", false}, {"é", true}}},
+		{"invalid utf8 replaced", []string{"a\xffb\n"}, 16, []line{{"a\uFFFDb", false}}},
+		{"invalid utf8 never grows past max", []string{"\xff\xfe\xff\xfe\n"}, 16, []line{{"\uFFFD", false}}},
+		{"invalid utf8 at the limit", []string{"a\xffa\xff\n"}, 4, []line{{"a?a?", false}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -51,5 +56,24 @@ func TestProgressLine(t *testing.T) {
 	want := "atelier: uploading model.onnx  12.3 MB / 41.0 MB   30%  6.2 MB/s"
 	if got != want {
 		t.Errorf("progressLine = %q, want %q", got, want)
+	}
+}
+
+func TestLogBatchLen(t *testing.T) {
+	big := strings.Repeat("x", maxLogBatchBytes/2+1)
+	lines := []hub.LogLine{{Text: big}, {Text: big}, {Text: "a"}}
+	if n := logBatchLen(lines, 500); n != 1 {
+		t.Errorf("logBatchLen = %d, want 1 (two big lines exceed the byte cap)", n)
+	}
+	if n := logBatchLen(lines[2:], 500); n != 1 {
+		t.Errorf("logBatchLen = %d, want 1", n)
+	}
+	huge := []hub.LogLine{{Text: strings.Repeat("x", maxLogBatchBytes+1)}}
+	if n := logBatchLen(huge, 500); n != 1 {
+		t.Errorf("logBatchLen = %d, want 1 (a batch holds at least one line)", n)
+	}
+	small := make([]hub.LogLine, 1000)
+	if n := logBatchLen(small, 500); n != 500 {
+		t.Errorf("logBatchLen = %d, want 500", n)
 	}
 }
