@@ -69,7 +69,7 @@ func (s *session) uploadOutputs(ctx context.Context, work string) error {
 }
 
 func (s *session) uploadArtifact(ctx context.Context, p, rel string) error {
-	return s.retry(ctx, "upload artifact "+rel, 3, func(ctx context.Context) error {
+	return s.retry(hubCtx(ctx), "upload artifact "+rel, 3, func(ctx context.Context) error {
 		f, err := os.Open(p)
 		if err != nil {
 			return err

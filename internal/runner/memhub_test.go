@@ -34,6 +34,8 @@ type memHub struct {
 	failLogs atomic.Int64
 	failAll  atomic.Bool
 	calls    atomic.Int64
+	// onSnapshot, if set, runs inside PutSnapshot and its error is returned.
+	onSnapshot func(ctx context.Context) error
 }
 
 func newMemHub() *memHub { return &memHub{artifacts: map[string][]byte{}} }
@@ -127,7 +129,12 @@ func (m *memHub) PutArtifact(_ context.Context, ws, id, path string, r io.Reader
 	return &hub.Artifact{Path: path, Size: size}, nil
 }
 
-func (m *memHub) PutSnapshot(_ context.Context, ws, id string, r io.Reader, size int64) (*hub.Blob, error) {
+func (m *memHub) PutSnapshot(ctx context.Context, ws, id string, r io.Reader, size int64) (*hub.Blob, error) {
+	if m.onSnapshot != nil {
+		if err := m.onSnapshot(ctx); err != nil {
+			return nil, err
+		}
+	}
 	var buf bytes.Buffer
 	if _, err := io.Copy(&buf, r); err != nil {
 		return nil, err

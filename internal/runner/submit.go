@@ -130,20 +130,28 @@ func (s *session) submit(ctx context.Context) (int, error) {
 	s.log.Info("run created", "workspace", o.Workspace, "run", run.ID, "snapshot_sha256", digest)
 	s.say("run %s created in %s/%s (snapshot %s: %d files, %s)", run.ID, o.Workspace, o.Experiment, digest[:12], st.Files, formatBytes(size))
 
+	// The snapshot upload is the one long request before the command
+	// starts; Ctrl-C interrupts it (and the run is recorded canceled).
 	err = s.retry(ctx, "upload snapshot", 3, func(ctx context.Context) error {
 		// A SectionReader, not the *os.File: an HTTP client closes a
 		// request body that is an io.Closer, and the file is still needed.
-		_, err := s.h.PutSnapshot(ctx, o.Workspace, run.ID, io.NewSectionReader(snap, 0, size), size)
+		var r io.Reader = io.NewSectionReader(snap, 0, size)
+		if s.showProgress() {
+			pr := &progressReader{r: r, total: size, name: "snapshot", w: s.stderr, start: time.Now()}
+			defer pr.done()
+			r = pr
+		}
+		_, err := s.h.PutSnapshot(ctx, o.Workspace, run.ID, r, size)
 		return err
 	})
 	if err != nil {
-		return 1, s.abort(ctx, fmt.Errorf("upload snapshot: %w", err))
+		return s.abort(ctx, fmt.Errorf("upload snapshot: %w", err))
 	}
 
 	// 3. A fresh copy of exactly what was recorded.
 	work, err := os.MkdirTemp(o.TempDir, "atelier-run-*")
 	if err != nil {
-		return 1, s.abort(ctx, fmt.Errorf("working copy: %w", err))
+		return s.abort(ctx, fmt.Errorf("working copy: %w", err))
 	}
 	if o.KeepWorkDir {
 		s.say("working copy kept at %s", work)
@@ -151,17 +159,14 @@ func (s *session) submit(ctx context.Context) (int, error) {
 		defer os.RemoveAll(work)
 	}
 	if err := Extract(ctx, io.NewSectionReader(snap, 0, size), work, Limits{}); err != nil {
-		return 1, s.abort(ctx, fmt.Errorf("working copy: %w", err))
-	}
-	if err := ctx.Err(); err != nil {
-		return ExitCanceled, s.finish(ctx, hub.RunUpdate{Status: hub.StatusCanceled, Error: "canceled before start"}, nil)
+		return s.abort(ctx, fmt.Errorf("working copy: %w", err))
 	}
 	err = s.retry(ctx, "set run running", 3, func(ctx context.Context) error {
 		_, err := s.h.UpdateRun(ctx, o.Workspace, run.ID, hub.RunUpdate{Status: hub.StatusRunning})
 		return err
 	})
 	if err != nil {
-		return 1, s.abort(ctx, fmt.Errorf("set run running: %w", err))
+		return s.abort(ctx, fmt.Errorf("set run running: %w", err))
 	}
 
 	// 4. Run, streaming.
@@ -194,20 +199,21 @@ func (s *session) submit(ctx context.Context) (int, error) {
 	return code, errors.Join(recErr, artErr, finErr)
 }
 
-// abort marks the run failed after a setup error and returns err.
-func (s *session) abort(ctx context.Context, err error) error {
-	one := 1
-	status := hub.StatusFailed
+// abort ends the run after a setup error, before the command started:
+// canceled (exit code ExitCanceled) when ctx is done, failed (1) otherwise.
+func (s *session) abort(ctx context.Context, err error) (int, error) {
 	if ctx.Err() != nil {
-		status = hub.StatusCanceled
+		s.say("run %s canceled before the command started", s.run.ID)
+		return ExitCanceled, s.finish(ctx, hub.RunUpdate{Status: hub.StatusCanceled, Error: "canceled before the command started"}, ctx.Err())
 	}
-	return s.finish(ctx, hub.RunUpdate{Status: status, ExitCode: &one, Error: err.Error()}, err)
+	one := 1
+	return 1, s.finish(ctx, hub.RunUpdate{Status: hub.StatusFailed, ExitCode: &one, Error: err.Error()}, err)
 }
 
 // finish sets the final status; cause, when not nil, is returned joined
 // with any failure to record the status.
 func (s *session) finish(ctx context.Context, u hub.RunUpdate, cause error) error {
-	err := s.retry(ctx, "set final status", 5, func(ctx context.Context) error {
+	err := s.retry(hubCtx(ctx), "set final status", 5, func(ctx context.Context) error {
 		_, err := s.h.UpdateRun(ctx, s.opts.Workspace, s.run.ID, u)
 		return err
 	})
@@ -218,21 +224,27 @@ func (s *session) finish(ctx context.Context, u hub.RunUpdate, cause error) erro
 }
 
 // retry calls fn up to attempts times while the hub is unreachable, with
-// backoff; a refusal is returned at once.
+// backoff; a refusal, or ctx being done, ends it at once. Pass
+// hubCtx(ctx) for requests that must go through even after a cancel.
 func (s *session) retry(ctx context.Context, what string, attempts int, fn func(context.Context) error) error {
-	hctx := hubCtx(ctx)
 	backoff := 200 * time.Millisecond
 	var err error
 	for i := 0; i < attempts; i++ {
-		cctx, cancel := context.WithTimeout(hctx, requestTimeout)
+		cctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		err = fn(cctx)
 		cancel()
-		if err == nil || permanent(err) {
+		if err == nil || permanent(err) || ctx.Err() != nil {
 			return err
 		}
 		s.log.Debug("hub request failed", "what", what, "attempt", i+1, "err", err)
 		if i < attempts-1 {
-			time.Sleep(backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return err
+			case <-t.C:
+			}
 			backoff = min(2*backoff, s.opts.MaxBackoff)
 		}
 	}
@@ -307,9 +319,6 @@ func mergeEnv(base, extra []string) []string {
 func (s *session) execute(ctx context.Context, work string, rec *recorder) (int, hub.RunUpdate, error) {
 	o := s.opts
 	cmd := exec.Command(o.Command[0], o.Command[1:]...)
-	if errors.Is(cmd.Err, exec.ErrDot) {
-		cmd.Err = nil
-	}
 	cmd.Dir = work
 	base := o.Env
 	if base == nil {

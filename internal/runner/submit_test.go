@@ -396,3 +396,30 @@ func TestParseAssignments(t *testing.T) {
 		}
 	}
 }
+
+func TestSubmitCanceledDuringSnapshotUpload(t *testing.T) {
+	dir := writeTree(t, map[string]string{"a": "x"})
+	marker := filepath.Join(t.TempDir(), "ran")
+	h := newMemHub()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h.onSnapshot = func(reqCtx context.Context) error {
+		cancel() // Ctrl-C while the snapshot uploads
+		<-reqCtx.Done()
+		return reqCtx.Err()
+	}
+	var stderr syncBuffer
+	code, err := Submit(ctx, h, testOptions(t, dir, "touch", marker), &syncBuffer{}, &stderr, nil)
+	if code != ExitCanceled || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Submit = %d, %v; want %d, context.Canceled", code, err, ExitCanceled)
+	}
+	if h.run.Status != hub.StatusCanceled {
+		t.Errorf("run status %s, want canceled", h.run.Status)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the command ran after a cancel during the upload: %v", err)
+	}
+	if !strings.Contains(stderr.String(), "canceled before the command started") {
+		t.Errorf("stderr = %q", stderr.String())
+	}
+}
