@@ -196,24 +196,36 @@ func checkLimits(entries []entry, lim Limits) (PackStats, error) {
 	for _, k := range order {
 		aggs = append(aggs, tops[k])
 	}
+	plural := func(n int) string {
+		if n == 1 {
+			return "1 file"
+		}
+		return fmt.Sprintf("%d files", n)
+	}
 	if overBytes {
 		sort.SliceStable(aggs, func(i, j int) bool { return aggs[i].bytes > aggs[j].bytes })
-		b.WriteString("\n  biggest by size:")
+		b.WriteString("; biggest by size: ")
 	} else {
 		sort.SliceStable(aggs, func(i, j int) bool { return aggs[i].files > aggs[j].files })
-		b.WriteString("\n  biggest by file count:")
+		b.WriteString("; biggest by file count: ")
 	}
-	for _, a := range aggs[:min(5, len(aggs))] {
-		fmt.Fprintf(&b, "\n    %-40s %6d files  %10s", a.name, a.files, formatBytes(a.bytes))
+	for i, a := range aggs[:min(5, len(aggs))] {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s (%s, %s)", a.name, plural(a.files), formatBytes(a.bytes))
 	}
 	if overBytes {
 		sort.SliceStable(files, func(i, j int) bool { return files[i].size > files[j].size })
-		b.WriteString("\n  biggest files:")
-		for _, f := range files[:min(5, len(files))] {
-			fmt.Fprintf(&b, "\n    %-40s %10s", f.rel, formatBytes(f.size))
+		b.WriteString("; biggest files: ")
+		for i, f := range files[:min(5, len(files))] {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s (%s)", f.rel, formatBytes(f.size))
 		}
 	}
-	fmt.Fprintf(&b, "\n  leave them out with %s or %s (gitignore syntax)", AtelierIgnoreFile, GitIgnoreFile)
+	fmt.Fprintf(&b, "; leave them out with %s or %s (gitignore syntax)", AtelierIgnoreFile, GitIgnoreFile)
 	return st, fmt.Errorf("%w: %s", ErrTooLarge, b.String())
 }
 

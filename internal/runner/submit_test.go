@@ -322,8 +322,8 @@ func TestSubmitRefusesLargeSnapshot(t *testing.T) {
 		limits  func(*Options)
 		wantMsg []string
 	}{
-		{"files", func(o *Options) { o.MaxSnapshotFiles = 3 }, []string{"5 files exceed the limit of 3 files", "biggest by file count:", "data/", "4 files"}},
-		{"bytes", func(o *Options) { o.MaxSnapshotBytes = 100 }, []string{"exceeds the limit of 100 B", "biggest files:", "data/big.bin", "200 B", ".atelierignore"}},
+		{"files", func(o *Options) { o.MaxSnapshotFiles = 3 }, []string{"5 files exceed the limit of 3 files; biggest by file count: data/ (4 files, 200 B), main.py (1 file, 7 B); leave them out with .atelierignore"}},
+		{"bytes", func(o *Options) { o.MaxSnapshotBytes = 100 }, []string{"207 B in 5 files exceeds the limit of 100 B; biggest by size: data/ (4 files, 200 B), main.py (1 file, 7 B); biggest files: data/big.bin (200 B), main.py (7 B), data/a (0 B)", ".atelierignore"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
