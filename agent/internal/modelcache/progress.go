@@ -64,3 +64,7 @@ func validDigest(s string) bool {
 	}
 	return true
 }
+
+// ValidDigest reports whether s is a lower-case hex sha256, the only digest
+// syntax the cache accepts.
+func ValidDigest(s string) bool { return validDigest(s) }

@@ -124,7 +124,7 @@ func NewHub(t testing.TB, url, agent string) *Hub {
 	t.Helper()
 	h := &Hub{t: t, agent: agent, work: make(chan *agentv1.ChunkRequest, 1024),
 		blobs: map[string][]byte{}, chunk: map[string]uint32{}, changed: make(chan struct{})}
-	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID("testhub-"+agent).
+	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID("testhub-" + agent).
 		SetUsername(Username).SetPassword(Password).SetProtocolVersion(4).
 		SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(50 * time.Millisecond).SetMaxReconnectInterval(200 * time.Millisecond).
