@@ -1,0 +1,16 @@
+// Package emu emulates Atelier's int8 inference card faithfully enough that
+// the shim (package fpga), the compiler and the agent cannot tell it from
+// hardware: the same program format (package fpga/isa), bit-exact
+// deterministic execution, a cycle count per instruction, bounded on-card
+// DRAM and on-chip memories, and the device protocol over a Unix socket.
+//
+// Core executes programs. Device adds DRAM with an allocator, loaded
+// programs, asynchronous kernel runs and fault injection (reset, DMA
+// timeout, bit flip, device lost). Serve answers the device protocol
+// (package fpga/internal/wire) on a listener; the CLI runs it as
+// `atelier-agent fpga sim`.
+//
+// It does not pace execution to the modelled clock: a run finishes as fast
+// as the host computes it, and the modelled device time is reported with
+// its cycle count.
+package emu

@@ -1,0 +1,227 @@
+package emu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/atelier-ml/atelier/fpga/internal/wire"
+	"github.com/atelier-ml/atelier/fpga/isa"
+)
+
+// MaxWait bounds the deadline a client may ask OpWait for.
+const MaxWait = 10 * time.Minute
+
+// Serve accepts connections on l and answers device-protocol requests
+// against one emulated card built from cfg, until ctx is done. It closes l
+// and every connection before returning; it returns nil after ctx ends and
+// the listener error otherwise. Requests on one connection are handled in
+// order; several connections share the card.
+func Serve(ctx context.Context, l net.Listener, cfg Config, log *slog.Logger) error {
+	dev, err := NewDevice(cfg)
+	if err != nil {
+		return err
+	}
+	return ServeDevice(ctx, l, dev, log)
+}
+
+// ServeDevice is Serve for an existing Device (tests use it to inject
+// faults directly).
+func ServeDevice(ctx context.Context, l net.Listener, dev *Device, log *slog.Logger) error {
+	info := dev.Info()
+	log.Info("fpga emulator serving", "addr", l.Addr().String(), "name", info.Name, "rows", info.Rows, "cols", info.Cols, "clock_hz", info.ClockHz)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	stop := context.AfterFunc(ctx, func() {
+		l.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	defer stop()
+	defer wg.Wait()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("fpga emulator accept: %w", err)
+		}
+		mu.Lock()
+		conns[c] = true
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+				c.Close()
+			}()
+			serveConn(c, dev, log)
+		}()
+	}
+}
+
+func serveConn(c net.Conn, dev *Device, log *slog.Logger) {
+	for {
+		f, err := wire.ReadFrame(c)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				log.Warn("fpga emulator: dropping connection", "err", err)
+			}
+			return
+		}
+		resp := handle(dev, f)
+		resp.Op, resp.ID = f.Op, f.ID
+		if resp.Status != wire.StatusOK {
+			log.Debug("fpga emulator request failed", "op", f.Op.String(), "id", f.ID, "status", resp.Status, "err", string(resp.Payload))
+		}
+		if err := wire.WriteFrame(c, resp); err != nil {
+			log.Warn("fpga emulator: write response", "err", err)
+			return
+		}
+	}
+}
+
+// statusOf maps a device error to a protocol status.
+func statusOf(err error) wire.Status {
+	switch {
+	case errors.Is(err, wire.ErrMalformed):
+		return wire.StatusBadRequest
+	case errors.Is(err, ErrNotFound):
+		return wire.StatusNotFound
+	case errors.Is(err, ErrNoMemory):
+		return wire.StatusNoMemory
+	case errors.Is(err, ErrBadAddress):
+		return wire.StatusBadAddress
+	case errors.Is(err, ErrIncompatible):
+		return wire.StatusIncompatible
+	case errors.Is(err, isa.ErrMalformed), errors.Is(err, isa.ErrVersion), errors.Is(err, isa.ErrBounds):
+		return wire.StatusMalformedProgram
+	case errors.Is(err, ErrWaitTimeout):
+		return wire.StatusTimeout
+	case errors.Is(err, ErrDMATimeout):
+		return wire.StatusDMATimeout
+	case errors.Is(err, ErrReset):
+		return wire.StatusReset
+	case errors.Is(err, ErrDeviceLost):
+		return wire.StatusLost
+	case errors.Is(err, ErrBusy):
+		return wire.StatusBusy
+	case errors.Is(err, ErrIllegal):
+		return wire.StatusExecFault
+	}
+	return wire.StatusInternal
+}
+
+func fail(err error) wire.Frame {
+	return wire.Frame{Status: statusOf(err), Payload: []byte(err.Error())}
+}
+
+func handle(dev *Device, f wire.Frame) wire.Frame {
+	d := wire.NewDec(f.Payload)
+	var e wire.Enc
+	var err error
+	switch f.Op {
+	case wire.OpInfo:
+		if err = d.Done(); err == nil {
+			dev.mu.Lock()
+			_, err = dev.begin()
+			dev.mu.Unlock()
+			e.Raw(wire.EncodeInfo(dev.Info()))
+		}
+	case wire.OpLoadProgram:
+		img := d.Rest()
+		if err = d.Done(); err == nil {
+			var id uint32
+			var base uint64
+			id, base, err = dev.LoadProgram(img)
+			e.U32(id)
+			e.U64(base)
+		}
+	case wire.OpUnloadProgram:
+		id := d.U32("program")
+		if err = d.Done(); err == nil {
+			err = dev.UnloadProgram(id)
+		}
+	case wire.OpAlloc:
+		size := d.U64("size")
+		if err = d.Done(); err == nil {
+			var addr uint64
+			addr, err = dev.Alloc(size)
+			e.U64(addr)
+		}
+	case wire.OpFree:
+		addr := d.U64("addr")
+		if err = d.Done(); err == nil {
+			err = dev.Free(addr)
+		}
+	case wire.OpWrite:
+		addr := d.U64("addr")
+		data := d.Rest()
+		if err = d.Done(); err == nil {
+			var sum uint32
+			sum, err = dev.Write(addr, data)
+			e.U32(sum)
+		}
+	case wire.OpRead:
+		addr, n := d.U64("addr"), d.U32("length")
+		if err = d.Done(); err == nil {
+			if n > wire.MaxFrame-64 {
+				err = fmt.Errorf("read of %d bytes exceeds the frame limit: %w", n, wire.ErrMalformed)
+				break
+			}
+			var data []byte
+			var sum uint32
+			data, sum, err = dev.Read(addr, int(n))
+			e.U32(sum)
+			e.Raw(data)
+		}
+	case wire.OpStart:
+		id, iters := d.U32("program"), d.U32("iterations")
+		var args [isa.NumRegs - 1]uint64
+		for i := range args {
+			args[i] = d.U64(fmt.Sprintf("arg r%d", i+1))
+		}
+		if err = d.Done(); err == nil {
+			var rid uint32
+			rid, err = dev.Start(id, iters, args)
+			e.U32(rid)
+		}
+	case wire.OpWait:
+		id, ms := d.U32("run"), d.U32("timeout_ms")
+		if err = d.Done(); err == nil {
+			timeout := min(time.Duration(ms)*time.Millisecond, MaxWait)
+			var cycles uint64
+			cycles, err = dev.Wait(id, timeout)
+			e.U64(cycles)
+			e.U64(uint64(dev.DeviceTime(cycles)))
+		}
+	case wire.OpReset:
+		if err = d.Done(); err == nil {
+			err = dev.Reset()
+		}
+	case wire.OpInject:
+		kind, after := d.U8("fault"), d.U32("after")
+		if err = d.Done(); err == nil {
+			err = dev.Inject(Fault(kind), after)
+		}
+	default:
+		err = fmt.Errorf("op %d: unknown operation: %w", f.Op, wire.ErrMalformed)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return wire.Frame{Payload: e.B}
+}
