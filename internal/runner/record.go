@@ -18,6 +18,14 @@ const requestTimeout = 30 * time.Second
 // request body limit even with JSON escaping.
 const maxLogBatchBytes = 4 << 20
 
+// maxLogBatchLines caps the lines of one log batch (the hub accepts up to
+// 10,000 by default).
+const maxLogBatchLines = 5000
+
+// maxMetricBatch caps the points of one metrics batch (the hub accepts up
+// to 100,000 by default).
+const maxMetricBatch = 10_000
+
 // logBatchLen returns how many of the first lines make one batch: at most
 // maxLines lines and maxLogBatchBytes of text, and at least one line.
 func logBatchLen(lines []hub.LogLine, maxLines int) int {
@@ -268,7 +276,9 @@ func (r *recorder) call(ctx context.Context, what string, n int, fn func(context
 func (r *recorder) sendLogs(ctx context.Context) error {
 	for {
 		r.mu.Lock()
-		batch := r.logs[:logBatchLen(r.logs, r.opts.LogFlushLines)]
+		// A backlog (a chatty command, or a hub that was away) goes out in
+		// bigger requests than the flush threshold.
+		batch := r.logs[:logBatchLen(r.logs, max(r.opts.LogFlushLines, maxLogBatchLines))]
 		dropped := r.droppedLogs
 		r.mu.Unlock()
 		if len(batch) == 0 {
@@ -292,7 +302,7 @@ func (r *recorder) sendLogs(ctx context.Context) error {
 func (r *recorder) sendPoints(ctx context.Context) error {
 	for {
 		r.mu.Lock()
-		batch := r.points[:min(len(r.points), r.opts.MetricFlushPoints)]
+		batch := r.points[:min(len(r.points), max(r.opts.MetricFlushPoints, maxMetricBatch))]
 		dropped := r.droppedPoints
 		r.mu.Unlock()
 		if len(batch) == 0 {

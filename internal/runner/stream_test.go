@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bytes"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -75,5 +76,15 @@ func TestLogBatchLen(t *testing.T) {
 	small := make([]hub.LogLine, 1000)
 	if n := logBatchLen(small, 500); n != 500 {
 		t.Errorf("logBatchLen = %d, want 500", n)
+	}
+}
+
+func BenchmarkLineSplitter(b *testing.B) {
+	chunk := []byte(strings.Repeat("epoch 12 step 3400 loss 0.1234 acc 0.98\n", 100))
+	s := &lineSplitter{term: io.Discard, max: 64 << 10, onLine: func(string, bool) {}}
+	b.SetBytes(int64(len(chunk)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = s.Write(chunk)
 	}
 }

@@ -165,3 +165,14 @@ func FuzzIgnoreMatch(f *testing.F) {
 		m.Ignored("x/"+path, isDir)
 	})
 }
+
+func BenchmarkMatcher(b *testing.B) {
+	var m Matcher
+	m.Add("", []byte("*.pyc\n__pycache__/\n/build/\ndata/**\n!data/keep/**\n*.log\n.venv/\nnode_modules/\n**/checkpoints/*.pt\n"))
+	m.Add("src", []byte("generated/\n*.tmp\n"))
+	paths := []string{"src/model/layers/attention.py", "data/keep/a.csv", "src/x/checkpoints/e1.pt", "README.md"}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		m.Ignored(paths[i%len(paths)], false)
+	}
+}

@@ -114,3 +114,11 @@ func FuzzParseLine(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParse(b *testing.B) {
+	lines := []string{"::metric name=train/loss value=0.123456789 step=1234", `::param name=optimizer value="adam with warmup"`, "epoch 3 done"}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		_, _, _ = Parse(lines[i%len(lines)])
+	}
+}
