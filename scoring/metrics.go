@@ -103,9 +103,10 @@ const (
 	metricRequestSecs   = "atelier_scoring_request_duration_seconds"
 	metricBatchSize     = "atelier_scoring_batch_size"
 	metricModelsLoaded  = "atelier_scoring_models_loaded"
-	metricHTTPRequests  = "atelier_scoring_http_requests_total"
 	metricHTTPInFlight  = "atelier_scoring_http_requests_in_flight"
 	metricUnknownModels = "atelier_scoring_unknown_model_requests_total"
+	metricUnauthorized  = "atelier_scoring_unauthorized_requests_total"
+	metricOverloaded    = "atelier_scoring_overloaded_requests_total"
 )
 
 func labelValue(s string) string {
