@@ -364,7 +364,6 @@ func (s *session) execute(ctx context.Context, work string, rec *recorder) (int,
 	if err := cmd.Start(); err != nil {
 		code := ExitCannotStart
 		err = fmt.Errorf("start %q: %w", o.Command[0], err)
-		s.warn("%v", err)
 		rec.addLine(hub.LogLine{Stream: hub.Stderr, Time: time.Now().UTC(), Text: "atelier: " + err.Error()})
 		return code, hub.RunUpdate{Status: hub.StatusFailed, ExitCode: &code, Error: err.Error()}, err
 	}
