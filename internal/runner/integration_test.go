@@ -71,6 +71,7 @@ echo ::metric name=loss value=0.25
 echo '::param name=arch value="mlp 2x"'
 echo warn >&2
 mkdir -p outputs; echo hi > outputs/a.txt
+head -c 150000 /dev/zero | tr '\0' x; echo
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -116,11 +117,20 @@ mkdir -p outputs; echo hi > outputs/a.txt
 		t.Errorf("loss series steps %v values %v, want steps [1 1] (the second point is the second of its name) values [0.5 0.25]", steps, vals)
 	}
 	var logs []string
+	var long []int
 	if err := c.StreamLogs(ctx, "ws", run.ID, 0, false, func(l hub.LogLine) error {
+		if strings.HasPrefix(l.Text, "xxx") {
+			long = append(long, len(l.Text))
+			return nil
+		}
 		logs = append(logs, l.Stream+":"+l.Text)
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+	// A 150,000-byte line is stored as 64 KiB pieces, not dropped.
+	if !reflect.DeepEqual(long, []int{65536, 65536, 150000 - 2*65536}) {
+		t.Errorf("long line stored as pieces of %v bytes", long)
 	}
 	wantOut := "stdout:hub=" + url + " run=" + run.ID + " epochs=3"
 	if len(logs) != 5 || !contains(logs, wantOut) || !contains(logs, "stderr:warn") || !contains(logs, "stdout:::metric name=loss value=0.5 step=1") {

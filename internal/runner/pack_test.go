@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -238,5 +239,27 @@ func TestExtractRefusesEscapes(t *testing.T) {
 				t.Fatalf("Extract err = %v, want one containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestScanStopsCountingFarOverTheLimit(t *testing.T) {
+	files := map[string]string{}
+	for i := range 30 {
+		files[fmt.Sprintf("junk/f%02d", i)] = ""
+	}
+	dir := writeTree(t, files)
+	entries, capped, err := scan(context.Background(), dir, 10)
+	if err != nil || !capped {
+		t.Fatalf("scan = capped %v, %v; want capped", capped, err)
+	}
+	if n := len(entries); n != 12 { // junk/ and 11 files
+		t.Errorf("scan kept %d entries, want 12", n)
+	}
+	_, err = checkLimits(entries, capped, Limits{MaxFiles: 3})
+	if want := "more than 10 files (counting stopped there) exceed the limit of 3 files; biggest by file count: junk/ (11 files, 0 B)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("err = %v, want it to contain %q", err, want)
+	}
+	if _, capped, _ := scan(context.Background(), dir, 0); capped {
+		t.Error("scan with no cap stopped early")
 	}
 }

@@ -59,12 +59,22 @@ type entry struct {
 	link string
 }
 
+// scanCapFactor bounds the scan of a tree far over the file limit (say,
+// a home directory): it stops after this many times the limit, which is
+// plenty to name the offenders.
+const scanCapFactor = 50
+
+// errScanCapped stops a scan that reached its cap.
+var errScanCapped = errors.New("scan capped")
+
 // scan lists what a snapshot of dir holds, in the order it is packed
 // (depth first, names sorted bytewise), applying the ignore files and
-// always leaving out .git.
-func scan(ctx context.Context, dir string) ([]entry, error) {
+// always leaving out .git. With maxFiles > 0 it stops once it has seen
+// more than maxFiles files and symlinks, and reports capped.
+func scan(ctx context.Context, dir string, maxFiles int) (entries []entry, capped bool, err error) {
 	var m ignore.Matcher
 	var out []entry
+	files := 0
 	var walk func(abs, rel string) error
 	walk = func(abs, rel string) error {
 		if err := ctx.Err(); err != nil {
@@ -86,6 +96,9 @@ func scan(ctx context.Context, dir string) ([]entry, error) {
 		}
 		// os.ReadDir sorts by name.
 		for _, de := range des {
+			if maxFiles > 0 && files > maxFiles {
+				return errScanCapped
+			}
 			name := de.Name()
 			if name == ".git" {
 				continue
@@ -111,12 +124,14 @@ func scan(ctx context.Context, dir string) ([]entry, error) {
 				}
 			case mode.IsRegular():
 				out = append(out, entry{rel: r, kind: kindFile, size: fi.Size(), exec: mode.Perm()&0o111 != 0})
+				files++
 			case mode&fs.ModeSymlink != 0:
 				link, err := os.Readlink(a)
 				if err != nil {
 					return fmt.Errorf("read symlink %s: %w", a, err)
 				}
 				out = append(out, entry{rel: r, kind: kindSymlink, link: filepath.ToSlash(link)})
+				files++
 			default:
 				// Sockets, pipes and devices have no content to record.
 			}
@@ -125,20 +140,23 @@ func scan(ctx context.Context, dir string) ([]entry, error) {
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if !fi.IsDir() {
-		return nil, fmt.Errorf("not a directory: %w", ErrInvalidOptions)
+		return nil, false, fmt.Errorf("not a directory: %w", ErrInvalidOptions)
 	}
-	if err := walk(dir, ""); err != nil {
-		return nil, err
+	if err := walk(dir, ""); errors.Is(err, errScanCapped) {
+		return out, true, nil
+	} else if err != nil {
+		return nil, false, err
 	}
-	return out, nil
+	return out, false, nil
 }
 
 // checkLimits returns an error wrapping ErrTooLarge naming the limit
 // exceeded and the biggest offenders.
-func checkLimits(entries []entry, lim Limits) (PackStats, error) {
+// capped says the scan stopped early, so the counts are lower bounds.
+func checkLimits(entries []entry, capped bool, lim Limits) (PackStats, error) {
 	var st PackStats
 	for _, e := range entries {
 		switch e.kind {
@@ -151,15 +169,18 @@ func checkLimits(entries []entry, lim Limits) (PackStats, error) {
 			st.Files++
 		}
 	}
-	overFiles := lim.MaxFiles > 0 && st.Files > lim.MaxFiles
+	overFiles := capped || (lim.MaxFiles > 0 && st.Files > lim.MaxFiles)
 	overBytes := lim.MaxBytes > 0 && st.Bytes > lim.MaxBytes
 	if !overFiles && !overBytes {
 		return st, nil
 	}
 	var b strings.Builder
-	if overBytes {
+	switch {
+	case capped:
+		fmt.Fprintf(&b, "more than %d files (counting stopped there) exceed the limit of %d files", st.Files-1, lim.MaxFiles)
+	case overBytes:
 		fmt.Fprintf(&b, "%s in %d files exceeds the limit of %s", formatBytes(st.Bytes), st.Files, formatBytes(lim.MaxBytes))
-	} else {
+	default:
 		fmt.Fprintf(&b, "%d files exceed the limit of %d files", st.Files, lim.MaxFiles)
 	}
 
@@ -251,11 +272,15 @@ func formatBytes(n int64) string {
 // refused before anything is written, with an error wrapping ErrTooLarge
 // that names the limit and the biggest offenders. Pack does not close w.
 func Pack(ctx context.Context, dir string, w io.Writer, lim Limits) (PackStats, error) {
-	entries, err := scan(ctx, dir)
+	capAt := 0
+	if lim.MaxFiles > 0 {
+		capAt = scanCapFactor * lim.MaxFiles
+	}
+	entries, capped, err := scan(ctx, dir, capAt)
 	if err != nil {
 		return PackStats{}, err
 	}
-	st, err := checkLimits(entries, lim)
+	st, err := checkLimits(entries, capped, lim)
 	if err != nil {
 		return st, err
 	}

@@ -423,3 +423,21 @@ func TestSubmitCanceledDuringSnapshotUpload(t *testing.T) {
 		t.Errorf("stderr = %q", stderr.String())
 	}
 }
+
+func TestSubmitBufferOverflowIsCounted(t *testing.T) {
+	dir := writeTree(t, map[string]string{})
+	h := newMemHub()
+	h.failAll.Store(true)
+	opts := testOptions(t, dir, "sh", "-c", `i=0; while [ $i -lt 10 ]; do echo line$i; echo "::metric name=m value=$i"; i=$((i+1)); done`)
+	opts.MaxBuffered = 4
+	opts.FinalFlushTimeout = 50 * time.Millisecond
+	code, err := Submit(context.Background(), h, opts, &syncBuffer{}, &syncBuffer{}, nil)
+	if code != 0 {
+		t.Fatalf("code = %d", code)
+	}
+	// 20 stdout lines and 10 points, of which at most 4 of each are held:
+	// everything is reported lost, none silently.
+	if !errors.Is(err, ErrRecording) || !strings.Contains(err.Error(), "20 log lines not recorded") || !strings.Contains(err.Error(), "10 metric points not recorded") {
+		t.Errorf("err = %v, want 20 lines and 10 points reported lost", err)
+	}
+}
