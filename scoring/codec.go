@@ -94,7 +94,34 @@ func decodeInput(s *scanner, idx int) (Tensor, error) {
 		dtName            string
 		haveShape, haveDT bool
 		dataAt            = -1
+		dims              []int64
+		decoded           bool
 	)
+	label := func() string {
+		if t.Name == "" {
+			return fmt.Sprintf("#%d", idx)
+		}
+		return t.Name
+	}
+	// decodeData reads data at s (positioned at it) once datatype and
+	// shape are known.
+	decodeData := func() error {
+		dt, err := ParseDataType(dtName)
+		if err != nil {
+			return fmt.Errorf("input %q: %w", label(), err)
+		}
+		n := numElements(t.Shape)
+		if n < 0 {
+			return fmt.Errorf("input %q: %w: shape %s has a negative or too large dimension", label(), ErrInvalidInput, shapeString(t.Shape))
+		}
+		t.DataType = dt
+		t.Data, dims, err = scanTensorData(s, dt, n)
+		if err != nil {
+			return fmt.Errorf("input %q: data: %w", label(), err)
+		}
+		decoded = true
+		return nil
+	}
 	err := s.object(func(key string) error {
 		switch key {
 		case "name":
@@ -125,9 +152,13 @@ func decodeInput(s *scanner, idx int) (Tensor, error) {
 				return s.skip(2)
 			})
 		case "data":
-			// The datatype may come after data; remember where data is.
 			s.ws()
 			dataAt = s.i
+			if haveDT && haveShape {
+				// The usual order: decode in place, in one pass.
+				return decodeData()
+			}
+			// The datatype or shape comes after data: come back later.
 			return s.skip(1)
 		default:
 			return s.skip(1)
@@ -136,38 +167,32 @@ func decodeInput(s *scanner, idx int) (Tensor, error) {
 	if err != nil {
 		return t, err
 	}
-	label := t.Name
-	if label == "" {
-		label = fmt.Sprintf("#%d", idx)
-	}
 	switch {
 	case t.Name == "":
-		return t, fmt.Errorf("input %s: %w: no \"name\"", label, ErrInvalidInput)
+		return t, fmt.Errorf("input %s: %w: no \"name\"", label(), ErrInvalidInput)
 	case !haveDT:
-		return t, fmt.Errorf("input %q: %w: no \"datatype\"", label, ErrInvalidInput)
+		return t, fmt.Errorf("input %q: %w: no \"datatype\"", label(), ErrInvalidInput)
 	case !haveShape:
-		return t, fmt.Errorf("input %q: %w: no \"shape\"", label, ErrInvalidInput)
+		return t, fmt.Errorf("input %q: %w: no \"shape\"", label(), ErrInvalidInput)
 	case dataAt < 0:
-		return t, fmt.Errorf("input %q: %w: no \"data\"", label, ErrInvalidInput)
+		return t, fmt.Errorf("input %q: %w: no \"data\"", label(), ErrInvalidInput)
 	}
-	if t.DataType, err = ParseDataType(dtName); err != nil {
-		return t, fmt.Errorf("input %q: %w", label, err)
+	if !decoded {
+		end := s.i
+		s.i = dataAt
+		err := decodeData()
+		s.i = end
+		if err != nil {
+			return t, err
+		}
 	}
 	n := numElements(t.Shape)
-	if n < 0 {
-		return t, fmt.Errorf("input %q: %w: shape %s has a negative or too large dimension", label, ErrInvalidInput, shapeString(t.Shape))
-	}
-	ds := &scanner{b: s.b, i: dataAt}
-	data, dims, err := scanTensorData(ds, t.DataType, n)
-	if err != nil {
-		return t, fmt.Errorf("input %q: data: %w", label, err)
-	}
-	t.Data = data
+	data := t.Data
 	if len(dims) > 1 && !slices.Equal(dims, t.Shape) {
-		return t, fmt.Errorf("input %q: %w: nested data has shape %s, \"shape\" says %s", label, ErrInvalidInput, shapeString(dims), shapeString(t.Shape))
+		return t, fmt.Errorf("input %q: %w: nested data has shape %s, \"shape\" says %s", label(), ErrInvalidInput, shapeString(dims), shapeString(t.Shape))
 	}
 	if got := dataLen(data); got != n {
-		return t, fmt.Errorf("input %q: %w: %d data elements, shape %s needs %d", label, ErrInvalidInput, got, shapeString(t.Shape), n)
+		return t, fmt.Errorf("input %q: %w: %d data elements, shape %s needs %d", label(), ErrInvalidInput, got, shapeString(t.Shape), n)
 	}
 	return t, nil
 }
