@@ -120,12 +120,20 @@ type progressReader struct {
 	start   time.Time
 	last    time.Time
 	printed bool
+	now     func() time.Time // nil means time.Now
+}
+
+func (p *progressReader) clock() time.Time {
+	if p.now != nil {
+		return p.now()
+	}
+	return time.Now()
 }
 
 func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	p.n += int64(n)
-	now := time.Now()
+	now := p.clock()
 	if now.Sub(p.start) >= progressAfter && now.Sub(p.last) >= 200*time.Millisecond {
 		p.last = now
 		p.printed = true
@@ -136,7 +144,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 
 func (p *progressReader) done() {
 	if p.printed {
-		fmt.Fprintf(p.w, "\r%s\n", progressLine(p.name, p.n, p.total, time.Since(p.start)))
+		fmt.Fprintf(p.w, "\r%s\n", progressLine(p.name, p.n, p.total, p.clock().Sub(p.start)))
 	}
 }
 

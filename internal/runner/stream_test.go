@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
+	"time"
 
 	"github.com/atelier-ml/atelier/hub"
 )
@@ -86,5 +88,41 @@ func BenchmarkLineSplitter(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_, _ = s.Write(chunk)
+	}
+}
+
+func TestProgressReader(t *testing.T) {
+	tests := []struct {
+		name string
+		step time.Duration // clock advance per read
+		want string
+	}{
+		{"fast upload prints nothing", time.Millisecond, ""},
+		{"slow upload shows progress", 400 * time.Millisecond,
+			"\ratelier: uploading m.onnx  2.0 kB / 4.0 kB   50%  1.7 kB/s" +
+				"\ratelier: uploading m.onnx  3.0 kB / 4.0 kB   75%  1.9 kB/s" +
+				"\ratelier: uploading m.onnx  4.0 kB / 4.0 kB  100%  2.0 kB/s" +
+				"\ratelier: uploading m.onnx  4.0 kB / 4.0 kB  100%  2.0 kB/s\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Unix(1000, 0)
+			clock := start
+			var out bytes.Buffer
+			p := &progressReader{r: iotest.OneByteReader(bytes.NewReader(make([]byte, 4000))), total: 4000, name: "m.onnx", w: &out, start: start,
+				now: func() time.Time { return clock }}
+			buf := make([]byte, 1000)
+			for {
+				clock = clock.Add(tc.step)
+				_, err := io.ReadFull(p, buf)
+				if err != nil {
+					break
+				}
+			}
+			p.done()
+			if out.String() != tc.want {
+				t.Errorf("progress output %q, want %q", out.String(), tc.want)
+			}
+		})
 	}
 }
