@@ -1,8 +1,6 @@
 package ignore
 
 import (
-	"bufio"
-	"bytes"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -50,10 +48,8 @@ type runeRange struct{ lo, hi rune }
 // Lines that hold no pattern (blank, comments) are skipped.
 func Parse(base string, data []byte) []Pattern {
 	var pats []Pattern
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		if p, ok := ParsePattern(base, sc.Text()); ok {
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if p, ok := ParsePattern(base, line); ok {
 			pats = append(pats, p)
 		}
 	}

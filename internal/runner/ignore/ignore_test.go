@@ -114,6 +114,13 @@ func TestParseSkipsCommentsAndBlanks(t *testing.T) {
 	}
 }
 
+func TestParseLongLineKeepsTheRest(t *testing.T) {
+	pats := Parse("", []byte(strings.Repeat("x", 2<<20)+"\n*.o\n"))
+	if len(pats) != 2 || pats[1].String() != "*.o" {
+		t.Fatalf("got %d patterns; a very long line must not end the file", len(pats))
+	}
+}
+
 func TestMatcherPrecedence(t *testing.T) {
 	var m Matcher
 	m.Add("", []byte("*.log\n!important.log\nout/\n"))
