@@ -12,7 +12,8 @@
 // escapes); a leading "**/" matches in all directories, a trailing "/**"
 // everything inside, and "/**/" zero or more directories; other "**" are
 // plain stars. A malformed pattern (an unterminated '[', an unknown
-// "[:class:]", a trailing lone '\') matches nothing, as in git.
+// "[:class:]", a trailing lone '\') matches nothing, as in git; so does
+// a pattern over 64 KiB.
 //
 // A Matcher holds the patterns of several files, each tied to the directory
 // it came from, and decides for one path at a time. It does not walk

@@ -6,6 +6,9 @@ import (
 	"unicode/utf8"
 )
 
+// maxPatternLen bounds the patterns compiled; a longer one matches nothing.
+const maxPatternLen = 64 << 10
+
 // Pattern is one compiled line of an ignore file. The zero Pattern matches
 // nothing. Patterns are immutable and safe for concurrent use.
 type Pattern struct {
@@ -75,6 +78,10 @@ func ParsePattern(base, line string) (p Pattern, ok bool) {
 	}
 	if line == "" {
 		return Pattern{}, false
+	}
+	if len(line) > maxPatternLen {
+		p.invalid = true // longer than any path it could match
+		return p, true
 	}
 	anchored := strings.Contains(line, "/")
 	line = strings.TrimPrefix(line, "/")
