@@ -422,3 +422,18 @@ func TestConfigValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestHeartbeatRepublishesState(t *testing.T) {
+	b := testhub.StartBroker(t)
+	hub := testhub.NewHub(t, b.URL, "edge-1")
+	hub.PublishDesired(&agentv1.DesiredState{Generation: 5})
+	cfg := testConfig(t, b.URL, t.TempDir())
+	cfg.Heartbeat = time.Second
+	_, _ = startAgent(t, cfg, newRecorder())
+	hub.WaitReported(guard, "generation 5", func(r *agentv1.ReportedState) bool { return r.ObservedGeneration == 5 })
+	hub.ClearReported()
+	// Nothing changes any more; reports keep coming.
+	hub.WaitFor(guard, "two heartbeats", func(rs []*agentv1.ReportedState, _ []*agentv1.Presence) bool {
+		return len(rs) >= 2 && rs[0].ObservedGeneration == 5 && rs[1].ObservedGeneration == 5
+	})
+}

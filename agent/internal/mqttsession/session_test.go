@@ -154,6 +154,75 @@ func TestReconnectsAfterBrokerRestart(t *testing.T) {
 	}
 }
 
+func TestLastWillOnAbruptLossThenReconnect(t *testing.T) {
+	b := testhub.StartBroker(t)
+	hub := testhub.NewHub(t, b.URL, "edge-5")
+	connected := make(chan struct{}, 4)
+	_, _ = startSession(t, testConfig(b.URL, "edge-5"), Handlers{Connected: func() { connected <- struct{}{} }})
+	<-connected
+	hub.WaitFor(guard, "online", func(_ []*agentv1.ReportedState, ps []*agentv1.Presence) bool {
+		return len(ps) > 0 && ps[len(ps)-1].Status == agentv1.Presence_STATUS_ONLINE
+	})
+	if err := b.Kick("edge-5"); err != nil {
+		t.Fatal(err)
+	}
+	// The will says OFFLINE, then the reconnected session says ONLINE again.
+	hub.WaitFor(guard, "offline (last will) then online", func(_ []*agentv1.ReportedState, ps []*agentv1.Presence) bool {
+		sawOffline := false
+		for _, p := range ps {
+			if p.Status == agentv1.Presence_STATUS_OFFLINE {
+				sawOffline = true
+			}
+		}
+		return sawOffline && ps[len(ps)-1].Status == agentv1.Presence_STATUS_ONLINE
+	})
+	select {
+	case <-connected:
+	case <-time.After(guard):
+		t.Fatal("no reconnect after the kick")
+	}
+}
+
+type fuzzMsg struct {
+	topic   string
+	payload []byte
+}
+
+func (m fuzzMsg) Duplicate() bool   { return false }
+func (m fuzzMsg) Qos() byte         { return 1 }
+func (m fuzzMsg) Retained() bool    { return false }
+func (m fuzzMsg) Topic() string     { return m.topic }
+func (m fuzzMsg) MessageID() uint16 { return 1 }
+func (m fuzzMsg) Payload() []byte   { return m.payload }
+func (m fuzzMsg) Ack()              {}
+
+// FuzzDispatch feeds arbitrary payloads on the agent's inbound topics: no
+// panic, malformed messages dropped, a response for a chunk never requested
+// never becomes available.
+func FuzzDispatch(f *testing.F) {
+	f.Add(true, []byte{0x08, 0x01})
+	f.Add(false, []byte{0x0a, 0x01, 0x78, 0x12, 0x02, 0x61, 0x62, 0x22, 0x01, 0x00})
+	f.Add(false, []byte{0xff})
+	f.Fuzz(func(t *testing.T, desired bool, payload []byte) {
+		var got int
+		s, err := New(Config{Broker: "tcp://127.0.0.1:1", AgentID: "fz"}, Handlers{Desired: func(*agentv1.DesiredState) { got++ }}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf := LeafChunksResponse
+		if desired {
+			leaf = LeafDesired
+		}
+		s.dispatch(nil, fuzzMsg{Topic("fz", leaf), payload})
+		if got > 1 {
+			t.Fatalf("one message delivered %d times", got)
+		}
+		if n := len(s.chunks.ready); n != 0 {
+			t.Fatalf("unsolicited chunk response accepted (%d ready)", n)
+		}
+	})
+}
+
 func TestChunkTransfer(t *testing.T) {
 	b := testhub.StartBroker(t)
 	hub := testhub.NewHub(t, b.URL, "edge-3")

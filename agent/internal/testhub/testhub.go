@@ -122,6 +122,7 @@ const MaxChunksPerRequest = 16
 // disconnected by t.Cleanup.
 func NewHub(t testing.TB, url, agent string) *Hub {
 	t.Helper()
+	subscribed := make(chan error, 1)
 	h := &Hub{t: t, agent: agent, work: make(chan *agentv1.ChunkRequest, 1024),
 		blobs: map[string][]byte{}, chunk: map[string]uint32{}, changed: make(chan struct{})}
 	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID("testhub-" + agent).
@@ -130,15 +131,32 @@ func NewHub(t testing.TB, url, agent string) *Hub {
 		SetConnectRetryInterval(50 * time.Millisecond).SetMaxReconnectInterval(200 * time.Millisecond).
 		SetOnConnectHandler(func(c mqtt.Client) {
 			// Subscribe on every (re)connect (idempotent with a persistent session).
-			c.SubscribeMultiple(map[string]byte{
+			tok := c.SubscribeMultiple(map[string]byte{
 				topic(agent, "chunks/request"): 1,
 				topic(agent, "reported"):       1,
 				topic(agent, "presence"):       1,
 			}, h.onMessage)
+			go func() {
+				tok.WaitTimeout(10 * time.Second)
+				select {
+				case subscribed <- tok.Error():
+				default:
+				}
+			}()
 		})
 	h.client = mqtt.NewClient(opts)
 	if tok := h.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("hub connect: %v", tok.Error())
+	}
+	// Wait for the subscriptions: a retained message published while a
+	// subscription is being set up can be missed by the broker.
+	select {
+	case err := <-subscribed:
+		if err != nil {
+			t.Fatalf("hub subscribe: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("hub subscribe: no answer after 10s")
 	}
 	done := make(chan struct{})
 	go h.serve(done)
@@ -326,7 +344,14 @@ func (h *Hub) WaitFor(timeout time.Duration, what string, cond func(reported []*
 		select {
 		case <-ch:
 		case <-deadline:
-			h.t.Fatalf("timed out after %v waiting for %s; last reported: %v", timeout, what, last)
+			h.mu.Lock()
+			ps := len(h.presence)
+			var lp *agentv1.Presence
+			if ps > 0 {
+				lp = h.presence[ps-1]
+			}
+			h.mu.Unlock()
+			h.t.Fatalf("timed out after %v waiting for %s; last reported: %v; %d presences, last: %v", timeout, what, last, ps, lp)
 		}
 	}
 }
@@ -352,4 +377,18 @@ func (h *Hub) ClearReported() {
 	h.mu.Lock()
 	h.reported = nil
 	h.mu.Unlock()
+}
+
+// Kick closes the connection of the MQTT client with this client id from the
+// broker's side, as a network failure would (the client sent no DISCONNECT,
+// so its last will is published).
+func (b *Broker) Kick(clientID string) error {
+	cz, err := b.srv.Connz(&server.ConnzOptions{MQTTClient: clientID})
+	if err != nil {
+		return err
+	}
+	if len(cz.Conns) == 0 {
+		return fmt.Errorf("no MQTT client %q connected", clientID)
+	}
+	return b.srv.DisconnectClientByID(cz.Conns[0].Cid)
 }
