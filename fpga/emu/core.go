@@ -78,7 +78,7 @@ func (c *Core) Exec(in isa.Instr, mem Memory, regs [isa.NumRegs]uint64) (uint64,
 }
 
 // SPAD and ACC expose the on-chip memories (for tests).
-func (c *Core) SPAD() []byte  { return c.spad }
+func (c *Core) SPAD() []byte { return c.spad }
 func (c *Core) ACC() []int32 { return c.acc }
 
 func (c *Core) exec(in isa.Instr, mem Memory, regs *[isa.NumRegs]uint64) error {

@@ -76,9 +76,9 @@ const (
 // K = dilationH|dilationW<<16 (OpIm2Col only); C, D, E are the input H, W,
 // channels and I, J the output OH, OW.
 type Instr struct {
-	Op    Opcode
-	Flags uint8
-	Reg   uint8
+	Op                              Opcode
+	Flags                           uint8
+	Reg                             uint8
 	A, B, C, D, E, F, G, H, I, J, K uint32
 }
 
@@ -337,12 +337,12 @@ func (p *Program) check(in Instr) error {
 
 // Image is the geometry of an OpIm2Col or OpPool instruction.
 type Image struct {
-	H, W, C      int // input, HWC layout
-	KH, KW       int // window
-	SH, SW       int // strides
-	PT, PL       int // top and left padding (bottom and right follow from OH, OW)
-	DH, DW       int // dilations (1 for pooling)
-	OH, OW       int // output size
+	H, W, C int // input, HWC layout
+	KH, KW  int // window
+	SH, SW  int // strides
+	PT, PL  int // top and left padding (bottom and right follow from OH, OW)
+	DH, DW  int // dilations (1 for pooling)
+	OH, OW  int // output size
 }
 
 // ImageOf extracts and checks the geometry of an image instruction.

@@ -111,9 +111,9 @@ func TestCycleModel(t *testing.T) {
 		want uint64
 	}{
 		{Instr{Op: OpNop}, 1},
-		{Instr{Op: OpLoad, C: 2, D: 100}, 64 + 13},          // 200 bytes / 16 per cycle
+		{Instr{Op: OpLoad, C: 2, D: 100}, 64 + 13}, // 200 bytes / 16 per cycle
 		{Instr{Op: OpMatMul, D: 10, E: 32, F: 32}, 32 + 10 + 32 + 32},
-		{Instr{Op: OpRequant, D: 3, F: 40}, 4 + 4},            // 120 / 32 → 4
+		{Instr{Op: OpRequant, D: 3, F: 40}, 4 + 4}, // 120 / 32 → 4
 		{Instr{Op: OpIm2Col, C: 4, D: 4, E: 2, F: Pack(3, 3), G: Pack(1, 1), I: 2, J: 2, K: Pack(1, 1)}, 72/32 + 1 + 4},
 	}
 	for _, c := range cases {

@@ -136,9 +136,9 @@ func unexpected(err error) error {
 // Enc builds a payload.
 type Enc struct{ B []byte }
 
-func (e *Enc) U8(v uint8)   { e.B = append(e.B, v) }
-func (e *Enc) U32(v uint32) { e.B = binary.LittleEndian.AppendUint32(e.B, v) }
-func (e *Enc) U64(v uint64) { e.B = binary.LittleEndian.AppendUint64(e.B, v) }
+func (e *Enc) U8(v uint8)    { e.B = append(e.B, v) }
+func (e *Enc) U32(v uint32)  { e.B = binary.LittleEndian.AppendUint32(e.B, v) }
+func (e *Enc) U64(v uint64)  { e.B = binary.LittleEndian.AppendUint64(e.B, v) }
 func (e *Enc) F64(v float64) { e.U64(math.Float64bits(v)) }
 
 // Bytes writes a 4-byte length and the bytes.
