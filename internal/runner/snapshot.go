@@ -184,38 +184,70 @@ func checkLimits(entries []entry, capped bool, lim Limits) (PackStats, error) {
 		fmt.Fprintf(&b, "%d files exceed the limit of %d files", st.Files, lim.MaxFiles)
 	}
 
-	// Offenders: the top-level entries, and the biggest files.
+	// Offenders: the entries of the directory where the excess sits (from
+	// the root, descend while one subdirectory holds at least 80% of its
+	// parent's files or bytes), and the biggest files.
 	type agg struct {
 		name  string
 		files int
 		bytes int64
 	}
-	tops := map[string]*agg{}
-	var order []string
+	aggOf := map[string]*agg{"": {}}
+	children := map[string][]string{} // directory ("" or "a/b/") → child names, files and "x/" dirs
 	var files []entry
 	for _, e := range entries {
+		name := e.rel
+		if e.kind == kindDir {
+			name += "/"
+		}
+		parent := ""
+		if i := strings.LastIndex(e.rel, "/"); i >= 0 {
+			parent = e.rel[:i+1]
+		}
+		aggOf[name] = &agg{name: name}
+		children[parent] = append(children[parent], name)
 		if e.kind == kindDir {
 			continue
 		}
-		top, _, nested := strings.Cut(e.rel, "/")
-		if nested {
-			top += "/"
-		}
-		a := tops[top]
-		if a == nil {
-			a = &agg{name: top}
-			tops[top] = a
-			order = append(order, top)
-		}
-		a.files++
-		a.bytes += e.size
 		if e.kind == kindFile {
 			files = append(files, e)
 		}
+		// Count the entry in itself and every directory above it.
+		for p := name; ; {
+			aggOf[p].files++
+			aggOf[p].bytes += e.size
+			if p == "" {
+				break
+			}
+			i := strings.LastIndex(strings.TrimSuffix(p, "/"), "/")
+			p = p[:i+1]
+		}
 	}
-	aggs := make([]*agg, 0, len(order))
-	for _, k := range order {
-		aggs = append(aggs, tops[k])
+	metric := func(a *agg) int64 {
+		if overBytes {
+			return a.bytes
+		}
+		return int64(a.files)
+	}
+	focus := ""
+	for {
+		next := ""
+		for _, c := range children[focus] {
+			if strings.HasSuffix(c, "/") && metric(aggOf[c])*5 >= metric(aggOf[focus])*4 {
+				next = c
+			}
+		}
+		if next == "" {
+			break
+		}
+		focus = next
+	}
+	aggs := make([]*agg, 0, len(children[focus])+1)
+	if focus != "" {
+		aggs = append(aggs, aggOf[focus])
+	}
+	for _, c := range children[focus] {
+		aggs = append(aggs, aggOf[c])
 	}
 	plural := func(n int) string {
 		if n == 1 {
@@ -223,18 +255,21 @@ func checkLimits(entries []entry, capped bool, lim Limits) (PackStats, error) {
 		}
 		return fmt.Sprintf("%d files", n)
 	}
+	sort.SliceStable(aggs, func(i, j int) bool { return metric(aggs[i]) > metric(aggs[j]) })
 	if overBytes {
-		sort.SliceStable(aggs, func(i, j int) bool { return aggs[i].bytes > aggs[j].bytes })
 		b.WriteString("; biggest by size: ")
 	} else {
-		sort.SliceStable(aggs, func(i, j int) bool { return aggs[i].files > aggs[j].files })
 		b.WriteString("; biggest by file count: ")
 	}
 	for i, a := range aggs[:min(5, len(aggs))] {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%s (%s, %s)", a.name, plural(a.files), formatBytes(a.bytes))
+		if strings.HasSuffix(a.name, "/") {
+			fmt.Fprintf(&b, "%s (%s, %s)", a.name, plural(a.files), formatBytes(a.bytes))
+		} else {
+			fmt.Fprintf(&b, "%s (%s)", a.name, formatBytes(a.bytes))
+		}
 	}
 	if overBytes {
 		sort.SliceStable(files, func(i, j int) bool { return files[i].size > files[j].size })

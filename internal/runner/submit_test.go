@@ -322,14 +322,22 @@ func TestSubmitRefusesLargeSnapshot(t *testing.T) {
 		limits  func(*Options)
 		wantMsg []string
 	}{
-		{"files", func(o *Options) { o.MaxSnapshotFiles = 3 }, []string{"5 files exceed the limit of 3 files; biggest by file count: data/ (4 files, 200 B), main.py (1 file, 7 B); leave them out with .atelierignore"}},
-		{"bytes", func(o *Options) { o.MaxSnapshotBytes = 100 }, []string{"207 B in 5 files exceeds the limit of 100 B; biggest by size: data/ (4 files, 200 B), main.py (1 file, 7 B); biggest files: data/big.bin (200 B), main.py (7 B), data/a (0 B)", ".atelierignore"}},
+		{"files", func(o *Options) { o.MaxSnapshotFiles = 3 }, []string{
+			"14 files exceed the limit of 3 files; biggest by file count: src/vendor/lib/ (10 files, 0 B), src/vendor/lib/a (0 B), src/vendor/lib/b (0 B), src/vendor/lib/c (0 B), src/vendor/lib/d (0 B); leave them out with .atelierignore",
+		}},
+		{"bytes", func(o *Options) { o.MaxSnapshotBytes = 100 }, []string{
+			"207 B in 14 files exceeds the limit of 100 B; biggest by size: data/ (1 file, 200 B), data/big.bin (200 B); biggest files: data/big.bin (200 B), main.py (7 B), src/app.py (0 B)",
+			".atelierignore",
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			// The excess sits deep: src/vendor/lib/ holds most files,
+			// data/big.bin most bytes.
 			dir := writeTree(t, map[string]string{
-				"main.py": "print()", "data/big.bin": strings.Repeat("x", 200),
-				"data/a": "", "data/b": "", "data/c": "",
+				"main.py": "print()", "data/big.bin": strings.Repeat("x", 200), "src/app.py": "", "src/vendor/x": "",
+				"src/vendor/lib/a": "", "src/vendor/lib/b": "", "src/vendor/lib/c": "", "src/vendor/lib/d": "", "src/vendor/lib/e": "",
+				"src/vendor/lib/f": "", "src/vendor/lib/g": "", "src/vendor/lib/h": "", "src/vendor/lib/i": "", "src/vendor/lib/j": "",
 			})
 			h := newMemHub()
 			opts := testOptions(t, dir, "true")
