@@ -168,9 +168,23 @@ func (s *Session) Chunk(ctx context.Context, sha string, index uint32) ([]byte, 
 		changed := c.changed
 		c.mu.Unlock()
 
-		_, up, _ := s.current()
 		if !s.sendAll(ctx, reqs) {
-			// Not connected: wait for the session, then ask again.
+			// Not connected (or the connection is failing): wait for the
+			// session to come back, then ask again.
+			c, up, down := s.current()
+			if c != nil {
+				// Run has not noticed the loss yet; don't spin meanwhile.
+				t := time.NewTimer(100 * time.Millisecond)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return nil, ctx.Err()
+				case <-down:
+				case <-t.C:
+				}
+				t.Stop()
+				continue
+			}
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()

@@ -341,7 +341,7 @@ func TestChunkTransferResumesAcrossBrokerRestart(t *testing.T) {
 // BenchmarkChunkTransfer10MiB moves a 10 MiB model through the embedded
 // broker on loopback in 256 KiB chunks into a fresh cache per iteration.
 func BenchmarkChunkTransfer10MiB(b *testing.B) {
-	for _, window := range []int{1, 8} {
+	for _, window := range []int{1, 8, 16} {
 		b.Run(fmt.Sprintf("window=%d", window), func(b *testing.B) {
 			br := testhub.StartBroker(b)
 			hub := testhub.NewHub(b, br.URL, "bench")

@@ -220,6 +220,7 @@ func (h *Hub) serve(done chan struct{}) {
 		tamper := h.tamper
 		h.mu.Unlock()
 		count := min(r.Count, MaxChunksPerRequest)
+		var toks []mqtt.Token
 		for i := r.Index; i < r.Index+count; i++ {
 			resp := &agentv1.ChunkResponse{CorrelationId: r.CorrelationId, Sha256: r.Sha256, Index: i}
 			if !ok {
@@ -244,11 +245,13 @@ func (h *Hub) serve(done chan struct{}) {
 				resp.Data = data
 			}
 			b, _ := proto.Marshal(resp)
-			tok := h.client.Publish(topic(h.agent, "chunks/response"), 1, false, b)
-			tok.WaitTimeout(10 * time.Second)
+			toks = append(toks, h.client.Publish(topic(h.agent, "chunks/response"), 1, false, b))
 			h.mu.Lock()
 			h.served = append(h.served, i)
 			h.mu.Unlock()
+		}
+		for _, tok := range toks {
+			tok.WaitTimeout(10 * time.Second)
 		}
 	}
 }
