@@ -28,8 +28,6 @@ type shape struct {
 	c, h, w int
 }
 
-func (s shape) numel() int { return s.n }
-
 func (s shape) dims() []int64 {
 	if s.image {
 		return []int64{int64(s.c), int64(s.h), int64(s.w)}
