@@ -23,7 +23,10 @@ type BatchConfig struct {
 	// QueueSize bounds the requests waiting for a worker (default 128).
 	// When it is full, requests fail at once with ErrQueueFull.
 	QueueSize int
-	// Workers is the number of concurrent runs (default GOMAXPROCS).
+	// Workers is the most runs at once. The default is 1 for batched
+	// models (requests queue up during a run and the next run takes them
+	// all; ONNX Runtime's intra-op threads parallelize within a run) and
+	// GOMAXPROCS for the others.
 	Workers int
 }
 
@@ -33,9 +36,6 @@ func (c BatchConfig) withDefaults() BatchConfig {
 	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = 128
-	}
-	if c.Workers <= 0 {
-		c.Workers = runtime.GOMAXPROCS(0)
 	}
 	return c
 }
@@ -67,38 +67,51 @@ type result struct {
 	err     error
 }
 
-// batcher runs requests for one Runner through a bounded queue and a fixed
-// set of workers, merging requests along the first dimension.
+// batcher runs requests for one Runner through a bounded queue, merging
+// requests along the first dimension.
+//
+// There are no long-lived worker goroutines: up to Workers tokens allow
+// runs at once. A request enqueues itself and, if it gets a token, its own
+// goroutine drains the queue (its own job and whatever else is queued, in
+// batches). So a lone request runs without a goroutine hand-off, and under
+// load the token holders find the queue full and batch. A holder whose
+// own job is done hands the rest of the queue to a new goroutine. Every
+// holder re-checks the queue after giving its token back, so no job is
+// left behind.
 type batcher struct {
 	runner    Runner
 	batchable bool
 	cfg       BatchConfig
 	queue     chan *job
+	tokens    chan struct{}
 	metrics   *versionMetrics
-	wg        sync.WaitGroup
 }
 
 func newBatcher(r Runner, cfg BatchConfig, m *versionMetrics) *batcher {
 	cfg = cfg.withDefaults()
-	b := &batcher{
+	batchable := cfg.MaxBatch > 1 && r.Signature().Batchable()
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+		if batchable {
+			cfg.Workers = 1
+		}
+	}
+	return &batcher{
 		runner:    r,
-		batchable: cfg.MaxBatch > 1 && r.Signature().Batchable(),
+		batchable: batchable,
 		cfg:       cfg,
 		queue:     make(chan *job, cfg.QueueSize),
+		tokens:    make(chan struct{}, cfg.Workers),
 		metrics:   m,
 	}
-	b.wg.Add(cfg.Workers)
-	for range cfg.Workers {
-		go b.work()
-	}
-	return b
 }
 
-// close stops the workers after the queue empties. No submit may be running
-// or follow (the registry's drain guarantees it).
+// close waits for the runs in progress. No submit may be running or follow
+// (the registry's drain guarantees it).
 func (b *batcher) close() {
-	close(b.queue)
-	b.wg.Wait()
+	for range cap(b.tokens) {
+		b.tokens <- struct{}{}
+	}
 }
 
 var jobPool = sync.Pool{New: func() any { return &job{done: make(chan result, 1)} }}
@@ -117,63 +130,104 @@ func (b *batcher) submit(ctx context.Context, inputs []Tensor) ([]Tensor, error)
 		jobPool.Put(j)
 		return nil, fmt.Errorf("%w: %d requests waiting", ErrQueueFull, b.cfg.QueueSize)
 	}
+	if b.tryToken() {
+		b.drainUntil(j)
+	}
 	select {
 	case r := <-j.done:
 		j.ctx, j.inputs = nil, nil
 		jobPool.Put(j) // done was drained: safe to reuse
 		return r.outputs, r.err
 	case <-ctx.Done():
-		// The worker still owns j and will send to done (buffered); j is
-		// left to the garbage collector.
+		// A token holder still owns j and will send to done (buffered);
+		// j is left to the garbage collector.
 		return nil, ctx.Err()
 	}
 }
 
-func (b *batcher) work() {
-	defer b.wg.Done()
-	batch := make([]*job, 0, b.cfg.MaxBatch)
-	var timer *time.Timer
-	for j := range b.queue {
-		batch = append(batch[:0], j)
-		if b.batchable {
-			if b.cfg.MaxDelay > 0 {
-				if timer == nil {
-					timer = time.NewTimer(b.cfg.MaxDelay)
-				} else {
-					timer.Reset(b.cfg.MaxDelay)
-				}
-			}
-		collect:
-			for len(batch) < b.cfg.MaxBatch {
-				if b.cfg.MaxDelay == 0 {
-					select {
-					case j, ok := <-b.queue:
-						if !ok {
-							break collect
-						}
-						batch = append(batch, j)
-					default:
-						break collect
-					}
-					continue
-				}
+func (b *batcher) tryToken() bool {
+	select {
+	case b.tokens <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// drainUntil runs batches from the queue with a token held until own has
+// been answered, then passes the token on: to a goroutine if jobs are
+// left, else back.
+func (b *batcher) drainUntil(own *job) {
+	for len(own.done) == 0 {
+		if !b.runBatch() {
+			break // own was taken by an expired check or another holder
+		}
+	}
+	if len(b.queue) > 0 {
+		go b.drainAll()
+		return
+	}
+	b.release()
+}
+
+// drainAll runs batches until the queue is empty, then releases the token.
+func (b *batcher) drainAll() {
+	for b.runBatch() {
+	}
+	b.release()
+}
+
+// release gives the token back and takes it again if jobs arrived in the
+// meantime (their submitters may have found no token).
+func (b *batcher) release() {
+	for {
+		<-b.tokens
+		if len(b.queue) == 0 || !b.tryToken() {
+			return
+		}
+		for b.runBatch() {
+		}
+	}
+}
+
+// runBatch takes one batch from the queue and runs it. It reports false if
+// the queue was empty.
+func (b *batcher) runBatch() bool {
+	var first *job
+	select {
+	case first = <-b.queue:
+	default:
+		return false
+	}
+	batch := []*job{first}
+	if b.batchable {
+		var timer <-chan time.Time
+		if b.cfg.MaxDelay > 0 {
+			t := time.NewTimer(b.cfg.MaxDelay)
+			defer t.Stop()
+			timer = t.C
+		}
+	collect:
+		for len(batch) < b.cfg.MaxBatch {
+			if timer == nil {
 				select {
-				case j, ok := <-b.queue:
-					if !ok {
-						break collect
-					}
+				case j := <-b.queue:
 					batch = append(batch, j)
-				case <-timer.C:
+				default:
 					break collect
 				}
+				continue
 			}
-			if timer != nil {
-				timer.Stop()
+			select {
+			case j := <-b.queue:
+				batch = append(batch, j)
+			case <-timer:
+				break collect
 			}
 		}
-		b.run(batch)
-		clear(batch)
 	}
+	b.run(batch)
+	return true
 }
 
 // run answers every job in batch: expired ones with their context error,

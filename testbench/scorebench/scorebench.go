@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +36,7 @@ type Result struct {
 	HTTPC8P50us     float64 `json:"http_c8_p50_us"`
 	HTTPC8RPS       float64 `json:"http_c8_rps"`
 	HTTPOverheadP50 float64 `json:"http_overhead_p50_us"`
+	C8MeanBatch     float64 `json:"http_c8_mean_batch"`
 }
 
 type modelSpec struct {
@@ -46,7 +48,7 @@ type modelSpec struct {
 
 var models = []modelSpec{
 	{name: "tiny", in: 16, hidden: []int{16}, out: 4, description: "MLP 16-16-4"},
-	{name: "large", in: 1024, hidden: []int{2048, 1024}, out: 256, description: "MLP 1024-2048-1024-256"},
+	{name: "large", in: 256, hidden: []int{4096, 4096}, out: 16, description: "MLP 256-4096-4096-16"},
 }
 
 func (m modelSpec) params() int {
@@ -117,10 +119,10 @@ func Run(ctx context.Context, args []string, w io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
-	fmt.Fprintf(w, "%-6s %9s %10s %10s %10s %10s %10s %10s %10s %10s\n", "model", "params", "raw p50µs", "raw rps", "c1 p50µs", "c1 p99µs", "c1 rps", "c8 p50µs", "c8 rps", "overhead")
+	fmt.Fprintf(w, "%-6s %9s %10s %10s %10s %10s %10s %10s %10s %10s %8s\n", "model", "params", "raw p50µs", "raw rps", "c1 p50µs", "c1 p99µs", "c1 rps", "c8 p50µs", "c8 rps", "overhead", "batch")
 	for _, name := range order {
 		r := results[name]
-		fmt.Fprintf(w, "%-6s %9d %10.1f %10.0f %10.1f %10.1f %10.0f %10.1f %10.0f %10.1f\n", name, r.Params, r.RawORTP50us, r.RawORTRPS, r.HTTPC1P50us, r.HTTPC1P99us, r.HTTPC1RPS, r.HTTPC8P50us, r.HTTPC8RPS, r.HTTPOverheadP50)
+		fmt.Fprintf(w, "%-6s %9d %10.1f %10.0f %10.1f %10.1f %10.0f %10.1f %10.0f %10.1f %8.2f\n", name, r.Params, r.RawORTP50us, r.RawORTRPS, r.HTTPC1P50us, r.HTTPC1P99us, r.HTTPC1RPS, r.HTTPC8P50us, r.HTTPC8RPS, r.HTTPOverheadP50, r.C8MeanBatch)
 	}
 	if t := results["tiny"]; t != nil {
 		fmt.Fprintf(w, "aim: tiny HTTP overhead p50 %.1f µs <= 60 µs: %v\n", t.HTTPOverheadP50, t.HTTPOverheadP50 <= 60)
@@ -210,8 +212,37 @@ func measure(ctx context.Context, dir string, m modelSpec, dur time.Duration) (*
 		return nil, err
 	}
 	res.HTTPC8P50us, res.HTTPC8RPS = pct(lat, 50), float64(n)/el.Seconds()
+	if res.C8MeanBatch, err = meanBatch(client, "http://"+ln.Addr().String()+"/metrics"); err != nil {
+		return nil, err
+	}
 	res.HTTPOverheadP50 = res.HTTPC1P50us - res.RawORTP50us
 	return res, nil
+}
+
+// meanBatch reads the mean batch size since load from /metrics.
+func meanBatch(c *http.Client, url string) (float64, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	var sum, count float64
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, `atelier_scoring_batch_size_sum{model="m",version="1"} `); ok {
+			sum, _ = strconv.ParseFloat(v, 64)
+		}
+		if v, ok := strings.CutPrefix(line, `atelier_scoring_batch_size_count{model="m",version="1"} `); ok {
+			count, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	if count == 0 {
+		return 0, errors.New("no batch size metrics")
+	}
+	return sum / count, nil
 }
 
 // loop calls f from c goroutines until dur passes and returns the latencies.
