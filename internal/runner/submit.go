@@ -404,7 +404,10 @@ func (s *session) execute(ctx context.Context, work string, rec *recorder) (int,
 		code, reason = c, "killed by signal "+sig
 	}
 	if errors.Is(waitErr, exec.ErrWaitDelay) {
-		s.warn("processes started by the command kept its output open after it exited; stopped reading after %s", ioDrainDelay)
+		// Processes the command left behind hold its stdout or stderr:
+		// the run is over, so they go too.
+		_ = killGroup(cmd)
+		s.warn("processes started by the command were still running %s after it exited; killed them", ioDrainDelay)
 	}
 	switch {
 	case canceled.Load():

@@ -449,3 +449,33 @@ func TestSubmitBufferOverflowIsCounted(t *testing.T) {
 		t.Errorf("err = %v, want 20 lines and 10 points reported lost", err)
 	}
 }
+
+func TestSubmitKillsLeftoverProcesses(t *testing.T) {
+	dir := writeTree(t, map[string]string{})
+	h := newMemHub()
+	var stdout, stderr syncBuffer
+	code, err := Submit(context.Background(), h, testOptions(t, dir, "sh", "-c", "sleep 60 & echo $!"), &stdout, &stderr, nil)
+	if code != 0 || err != nil {
+		t.Fatalf("Submit = %d, %v", code, err)
+	}
+	if !strings.Contains(stderr.String(), "were still running 2s after it exited; killed them") {
+		t.Errorf("stderr = %q", stderr.String())
+	}
+	// SIGKILL is delivered asynchronously: wait (bounded) for the process
+	// to be gone, or a zombie nobody has reaped yet (PID 1 in a container).
+	pid := strings.TrimSpace(stdout.String())
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return
+		}
+		if f := strings.Fields(string(stat)); len(f) > 2 && f[2] == "Z" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leftover process %s still running: %s", pid, stat)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
