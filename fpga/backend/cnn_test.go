@@ -37,7 +37,9 @@ func (b *builder) node(op string, in []string, out string, attrs ...onnx.Attr) s
 	return out
 }
 
-func ints(name string, v ...int64) onnx.Attr { return onnx.Attr{Name: name, Type: onnx.AttrInts, Ints: v} }
+func ints(name string, v ...int64) onnx.Attr {
+	return onnx.Attr{Name: name, Type: onnx.AttrInts, Ints: v}
+}
 func intAttr(name string, v int64) onnx.Attr { return onnx.Attr{Name: name, Type: onnx.AttrInt, I: v} }
 
 func imageModel(t *testing.T, withHead bool) []byte {

@@ -134,7 +134,7 @@ func compile(model []byte, digest string, calib [][]float32, info fpga.Info, opt
 			break
 		}
 		l := layers[len(layers)-1]
-		fitErr = fmt.Errorf("%s (node %q): %v", l.nodes[0], l.nodes[0], err)
+		fitErr = fmt.Errorf("%s layer (node %q): does not fit on the card: %v", kindNames[l.kind], l.nodes[0], err)
 		layers = layers[:len(layers)-1]
 	}
 	if fitErr != nil {

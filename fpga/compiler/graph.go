@@ -20,6 +20,8 @@ const (
 	kindFlatten                  // image → rows (Flatten, Reshape); no device instruction
 )
 
+var kindNames = [...]string{"dense", "conv", "maxpool", "avgpool", "flatten"}
+
 // shape is the per-sample shape of a device tensor: rows of N features, or
 // a C×H×W image.
 type shape struct {
@@ -584,7 +586,7 @@ func (ch *chain) describe() []string {
 		out = append(out, fmt.Sprintf("scale x%g (%s)", ch.scale, strings.Join(ch.scaleNodes, ", ")))
 	}
 	for _, l := range ch.layers {
-		kind := [...]string{"dense", "conv", "maxpool", "avgpool", "flatten"}[l.kind]
+		kind := kindNames[l.kind]
 		relu := ""
 		if l.relu {
 			relu = "+relu"
