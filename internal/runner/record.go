@@ -248,29 +248,36 @@ func (r *recorder) call(ctx context.Context, what string, n int, fn func(context
 	cctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	err = fn(cctx)
 	cancel()
+	// Warnings go out after the lock is released: the terminal may be slow.
+	var msg string
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	switch {
 	case err == nil:
 		if r.outage {
 			r.outage = false
-			r.warn("hub reachable again; buffered records sent")
+			msg = "hub reachable again; buffered records sent"
 		}
 		r.lastErr = nil
-		return true, nil
+		drop = true
 	case permanent(err):
 		r.refused = append(r.refused, fmt.Sprintf("hub refused %s: %v", what, err))
-		r.warn("hub refused %s: %v", what, err)
-		return true, nil
+		msg = fmt.Sprintf("hub refused %s: %v", what, err)
+		drop, err = true, nil
 	default:
 		if !r.outage {
 			r.outage = true
-			r.warn("hub unreachable (%v); the command keeps running, records are buffered and retried", err)
+			msg = fmt.Sprintf("hub unreachable (%v); the command keeps running, records are buffered and retried", err)
 		}
 		r.lastErr = err
-		r.log.Debug("send to hub failed", "what", what, "count", n, "err", err)
-		return false, err
 	}
+	r.mu.Unlock()
+	if msg != "" {
+		r.warn("%s", msg)
+	}
+	if !drop {
+		r.log.Debug("send to hub failed", "what", what, "count", n, "err", err)
+	}
+	return drop, err
 }
 
 func (r *recorder) sendLogs(ctx context.Context) error {
