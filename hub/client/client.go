@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/atelier-ml/atelier/hub"
 )
@@ -334,12 +335,80 @@ func (c *Client) AppendLogs(ctx context.Context, ws, id string, lines []hub.LogL
 
 // StreamLogs calls fn with every log line of a run whose sequence number is
 // above after, in order. With follow, it keeps waiting for new lines until
-// the run reaches a final status (the hub then ends the stream) or ctx is
-// done. An error from fn stops the stream and is returned as is.
+// the run reaches a final status or ctx is done. If the stream breaks (the
+// hub restarts, the connection drops) before the run has ended, it
+// reconnects from the last line received, giving up after a few failed
+// attempts in a row (about half a minute). An error from fn stops the stream
+// and is returned as is.
 func (c *Client) StreamLogs(ctx context.Context, ws, id string, after int64, follow bool, fn func(hub.LogLine) error) error {
+	last := after
+	failures := 0
+	for {
+		got, err := c.streamLogsOnce(ctx, ws, id, &last, follow, fn)
+		var fe fnError
+		switch {
+		case errors.As(err, &fe):
+			return fe.err
+		case !follow:
+			return err
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		var ae *APIError
+		if errors.As(err, &ae) && ae.Status < 500 {
+			return err // the hub refused: unknown run, bad request
+		}
+		if err == nil {
+			// The stream ended cleanly: normally because the run ended,
+			// but a hub shutting down also ends streams.
+			r, gerr := c.GetRun(ctx, ws, id)
+			if gerr == nil && r.Status.Final() {
+				return nil
+			}
+			if errors.As(gerr, &ae) && ae.Status < 500 {
+				return gerr
+			}
+			err = gerr
+			if err == nil {
+				err = fmt.Errorf("log stream of run %q ended while the run is %s", id, r.Status)
+			}
+		}
+		if got > 0 {
+			failures = 0
+		}
+		failures++
+		if failures > maxFollowRetries {
+			return err
+		}
+		t := time.NewTimer(min(time.Duration(failures)*followBackoff, maxFollowBackoff))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Reconnection of followed log streams.
+const (
+	maxFollowRetries = 10
+	followBackoff    = 500 * time.Millisecond
+	maxFollowBackoff = 5 * time.Second
+)
+
+// fnError carries an error of StreamLogs' callback, to tell it from
+// transport errors.
+type fnError struct{ err error }
+
+func (e fnError) Error() string { return e.err.Error() }
+
+// streamLogsOnce reads one log stream from after *last, advancing *last,
+// and returns how many lines it delivered.
+func (c *Client) streamLogsOnce(ctx context.Context, ws, id string, last *int64, follow bool, fn func(hub.LogLine) error) (int, error) {
 	q := url.Values{}
-	if after > 0 {
-		q.Set("after", strconv.FormatInt(after, 10))
+	if *last > 0 {
+		q.Set("after", strconv.FormatInt(*last, 10))
 	}
 	if follow {
 		q.Set("follow", "true")
@@ -347,28 +416,33 @@ func (c *Client) StreamLogs(ctx context.Context, ws, id string, after int64, fol
 	path := apiPath("workspaces", ws, "runs", id, "logs")
 	req, err := c.newRequest(ctx, http.MethodGet, path, q, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	req.Header.Set("Accept", "application/x-ndjson")
 	resp, err := c.send(req)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer resp.Body.Close()
 	dec := json.NewDecoder(resp.Body)
+	n := 0
 	for {
 		var l hub.LogLine
 		if err := dec.Decode(&l); err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil
+				return n, nil
 			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("GET %s: read log stream: %w", path, err)
+			return n, fmt.Errorf("GET %s: read log stream: %w", path, err)
+		}
+		if l.Seq > 0 && l.Seq <= *last {
+			continue // already delivered before a reconnect
 		}
 		if err := fn(l); err != nil {
-			return err
+			return n, fnError{err}
+		}
+		n++
+		if l.Seq > *last {
+			*last = l.Seq
 		}
 	}
 }

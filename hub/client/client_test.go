@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -261,30 +262,53 @@ func TestErrors(t *testing.T) {
 }
 
 func TestStreamLogs(t *testing.T) {
-	var query string
+	var (
+		mu      sync.Mutex
+		queries []string
+		gets    int
+	)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		query = r.URL.RawQuery
+		mu.Lock()
+		defer mu.Unlock()
+		if !strings.HasSuffix(r.URL.Path, "/logs") {
+			// GET run: still running after the first stream, then done.
+			gets++
+			status := hub.StatusRunning
+			if gets > 1 {
+				status = hub.StatusCompleted
+			}
+			json.NewEncoder(w).Encode(hub.Run{ID: "r", Status: status})
+			return
+		}
+		queries = append(queries, r.URL.RawQuery)
 		w.Header().Set("Content-Type", "application/x-ndjson")
-		for i := 1; i <= 3; i++ {
-			json.NewEncoder(w).Encode(hub.LogLine{Seq: int64(i), Stream: hub.Stdout, Text: strings.Repeat("x", i)})
-			w.(http.Flusher).Flush()
+		// Each stream resends the line before `after` too, to check that
+		// the client skips lines it already delivered.
+		from := int64(1)
+		if a := r.URL.Query().Get("after"); a != "" {
+			fmt.Sscan(a, &from)
+		}
+		for i := from; i < from+2; i++ {
+			json.NewEncoder(w).Encode(hub.LogLine{Seq: i, Stream: hub.Stdout, Text: strings.Repeat("x", int(i))})
 		}
 	}))
 	defer srv.Close()
 	c := client.New(srv.URL)
 	var got []int64
-	err := c.StreamLogs(context.Background(), "w", "r", 5, true, func(l hub.LogLine) error {
+	err := c.StreamLogs(context.Background(), "w", "r", 0, true, func(l hub.LogLine) error {
 		got = append(got, l.Seq)
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if query != "after=5&follow=true" {
-		t.Errorf("query %q", query)
+	mu.Lock()
+	if want := []string{"follow=true", "after=2&follow=true"}; fmt.Sprint(queries) != fmt.Sprint(want) {
+		t.Errorf("queries %q, want %q", queries, want)
 	}
-	if len(got) != 3 || got[2] != 3 {
-		t.Errorf("got seqs %v, want [1 2 3]", got)
+	mu.Unlock()
+	if fmt.Sprint(got) != "[1 2 3]" {
+		t.Errorf("got seqs %v, want [1 2 3] (each once, in order)", got)
 	}
 	stop := errors.New("stop")
 	n := 0
