@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/atelier-ml/atelier/hub"
@@ -156,23 +155,4 @@ func (o *Options) Validate() error {
 		return bad("max line bytes: %d is below the minimum of 16", o.MaxLineBytes)
 	}
 	return nil
-}
-
-// ParseAssignments parses repeated flag values of the form key=value (as
-// given to --param and --tag) into a map; what names the flag for errors.
-// The value may be empty and may contain '='; the key may not be empty and
-// may not repeat with a different value.
-func ParseAssignments(what string, kvs []string) (map[string]string, error) {
-	m := make(map[string]string, len(kvs))
-	for _, kv := range kvs {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("--%s %q: want key=value: %w", what, kv, ErrInvalidOptions)
-		}
-		if old, dup := m[k]; dup && old != v {
-			return nil, fmt.Errorf("--%s %q: key %q given twice (%q and %q): %w", what, kv, k, old, v, ErrInvalidOptions)
-		}
-		m[k] = v
-	}
-	return m, nil
 }

@@ -393,18 +393,6 @@ func TestEnv(t *testing.T) {
 	}
 }
 
-func TestParseAssignments(t *testing.T) {
-	m, err := ParseAssignments("param", []string{"a=1", "b=x=y", "c=", "a=1"})
-	if err != nil || !reflect.DeepEqual(m, map[string]string{"a": "1", "b": "x=y", "c": ""}) {
-		t.Fatalf("= %v, %v", m, err)
-	}
-	for _, bad := range [][]string{{"novalue"}, {"=v"}, {"a=1", "a=2"}} {
-		if _, err := ParseAssignments("param", bad); !errors.Is(err, ErrInvalidOptions) {
-			t.Errorf("ParseAssignments(%q) err = %v, want ErrInvalidOptions", bad, err)
-		}
-	}
-}
-
 func TestSubmitCanceledDuringSnapshotUpload(t *testing.T) {
 	dir := writeTree(t, map[string]string{"a": "x"})
 	marker := filepath.Join(t.TempDir(), "ran")
