@@ -26,5 +26,7 @@
 //
 // The package does not parse flags or talk HTTP itself: the CLI (internal/cli)
 // builds Options, and the hub is reached through the small Hub interface,
-// which hub/client.*Client satisfies.
+// which hub/client.*Client satisfies. Pack and Extract are exported for
+// other users of snapshots. The user-facing description, with the line
+// protocol grammar, the environment and the ignore rules, is docs/runs.md.
 package runner
