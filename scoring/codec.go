@@ -197,20 +197,24 @@ func decodeInput(s *scanner, idx int) (Tensor, error) {
 	return t, nil
 }
 
-// AppendInferResponse appends the v2 JSON response for outputs to b.
-// Float NaN and ±Inf are written as the strings "NaN", "Infinity" and
-// "-Infinity".
-func AppendInferResponse(b []byte, model, version, id string, outputs []Tensor) []byte {
-	b = append(b, `{"model_name":`...)
-	b = appendString(b, model)
-	b = append(b, `,"model_version":`...)
-	b = appendString(b, version)
+// AppendInferRequest appends a v2 JSON infer request for inputs to b: the
+// client side of DecodeInferRequest. Float NaN and ±Inf are written as the
+// strings "NaN", "Infinity" and "-Infinity".
+func AppendInferRequest(b []byte, id string, inputs []Tensor) []byte {
+	b = append(b, '{')
 	if id != "" {
-		b = append(b, `,"id":`...)
+		b = append(b, `"id":`...)
 		b = appendString(b, id)
+		b = append(b, ',')
 	}
-	b = append(b, `,"outputs":[`...)
-	for i, t := range outputs {
+	b = append(b, `"inputs":`...)
+	b = appendTensors(b, inputs)
+	return append(b, '}')
+}
+
+func appendTensors(b []byte, ts []Tensor) []byte {
+	b = append(b, '[')
+	for i, t := range ts {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -224,7 +228,24 @@ func AppendInferResponse(b []byte, model, version, id string, outputs []Tensor) 
 		b = appendData(b, t.Data, 0, dataLen(t.Data))
 		b = append(b, '}')
 	}
-	return append(b, "]}"...)
+	return append(b, ']')
+}
+
+// AppendInferResponse appends the v2 JSON response for outputs to b.
+// Float NaN and ±Inf are written as the strings "NaN", "Infinity" and
+// "-Infinity".
+func AppendInferResponse(b []byte, model, version, id string, outputs []Tensor) []byte {
+	b = append(b, `{"model_name":`...)
+	b = appendString(b, model)
+	b = append(b, `,"model_version":`...)
+	b = appendString(b, version)
+	if id != "" {
+		b = append(b, `,"id":`...)
+		b = appendString(b, id)
+	}
+	b = append(b, `,"outputs":`...)
+	b = appendTensors(b, outputs)
+	return append(b, '}')
 }
 
 func appendShape(b []byte, shape []int64) []byte {

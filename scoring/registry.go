@@ -127,7 +127,12 @@ type LoadOption func(*loadOptions)
 type loadOptions struct {
 	batch      *BatchConfig
 	notCurrent bool
+	warmUp     []Tensor
 }
+
+// WithWarmUp sets the warm-up request (in signature order) instead of the
+// default: ones, then zeros if ones fail.
+func WithWarmUp(inputs []Tensor) LoadOption { return func(o *loadOptions) { o.warmUp = inputs } }
 
 // WithBatch overrides the registry's batch config for this version.
 func WithBatch(c BatchConfig) LoadOption { return func(o *loadOptions) { o.batch = &c } }
@@ -136,8 +141,8 @@ func WithBatch(c BatchConfig) LoadOption { return func(o *loadOptions) { o.batch
 // (unless it is the model's only version).
 func NotCurrent() LoadOption { return func(o *loadOptions) { o.notCurrent = true } }
 
-// Load warms r up with one inference of zeros and then makes it version
-// of model name, current unless NotCurrent is given. Other versions keep
+// Load warms r up with one inference (see WithWarmUp) and then makes it
+// version of model name, current unless NotCurrent is given. Other versions keep
 // serving. The registry owns r from this call on: if Load fails, r is
 // closed. An empty version picks one above the highest numeric version.
 // It returns the version's name.
@@ -171,7 +176,12 @@ func (r *Registry) Load(ctx context.Context, name, version string, run Runner, o
 	sig := run.Signature()
 	wctx, cancel := context.WithTimeout(ctx, r.cfg.WarmUpTimeout)
 	start := time.Now()
-	_, err := run.Run(wctx, sig.ZeroInputs())
+	var err error
+	if o.warmUp != nil {
+		_, err = run.Run(wctx, o.warmUp)
+	} else if _, err = run.Run(wctx, sig.OneInputs()); err != nil {
+		_, err = run.Run(wctx, sig.ZeroInputs())
+	}
 	cancel()
 	if err != nil {
 		run.Close()

@@ -145,8 +145,14 @@ func (s TensorSpec) check(t Tensor) error {
 }
 
 // ZeroInputs returns zero-filled inputs for s with every dynamic dimension
-// set to 1: the warm-up request.
-func (s Signature) ZeroInputs() []Tensor {
+// set to 1.
+func (s Signature) ZeroInputs() []Tensor { return s.filledInputs(false) }
+
+// OneInputs is ZeroInputs filled with ones (true for BOOL): the default
+// warm-up request, which unlike zeros cannot divide an integer by zero.
+func (s Signature) OneInputs() []Tensor { return s.filledInputs(true) }
+
+func (s Signature) filledInputs(ones bool) []Tensor {
 	in := make([]Tensor, len(s.Inputs))
 	for i, spec := range s.Inputs {
 		shape := slices.Clone(spec.Shape)
@@ -155,7 +161,44 @@ func (s Signature) ZeroInputs() []Tensor {
 				shape[d] = 1
 			}
 		}
-		in[i] = Tensor{Name: spec.Name, DataType: spec.DataType, Shape: shape, Data: MakeData(spec.DataType, numElements(shape))}
+		data := MakeData(spec.DataType, numElements(shape))
+		if ones {
+			fillOnes(data)
+		}
+		in[i] = Tensor{Name: spec.Name, DataType: spec.DataType, Shape: shape, Data: data}
 	}
 	return in
+}
+
+func fillOnes(d any) {
+	switch v := d.(type) {
+	case []float32:
+		fill(v, 1)
+	case []float64:
+		fill(v, 1)
+	case []int8:
+		fill(v, 1)
+	case []int16:
+		fill(v, 1)
+	case []int32:
+		fill(v, 1)
+	case []int64:
+		fill(v, 1)
+	case []uint8:
+		fill(v, 1)
+	case []uint16:
+		fill(v, 1)
+	case []uint32:
+		fill(v, 1)
+	case []uint64:
+		fill(v, 1)
+	case []bool:
+		fill(v, true)
+	}
+}
+
+func fill[T any](s []T, v T) {
+	for i := range s {
+		s[i] = v
+	}
 }

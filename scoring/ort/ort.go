@@ -55,6 +55,9 @@ func Open(path string, cfg Config, log *slog.Logger) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open model %q: %w", path, err)
 	}
+	if len(ins) == 0 || len(outs) == 0 {
+		return nil, fmt.Errorf("open model %q: %d inputs and %d outputs: %w (onnxruntime_go needs at least one of each)", path, len(ins), len(outs), scoring.ErrUnsupported)
+	}
 	sig := scoring.Signature{}
 	if sig.Inputs, err = specs("input", ins); err != nil {
 		return nil, fmt.Errorf("open model %q: %w", path, err)
