@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"sync"
@@ -20,9 +21,10 @@ type BatchOptions struct {
 	Interval time.Duration
 	// FlushTimeout bounds each background flush. Default 30s.
 	FlushTimeout time.Duration
-	// MaxBuffered bounds the points kept for retry while the hub is
-	// unreachable; the oldest are dropped beyond it (and an error is
-	// reported). Default 100 × MaxPoints.
+	// MaxBuffered bounds the points held in memory (while the hub is
+	// unreachable or slower than the program records); the oldest are
+	// dropped beyond it and the next Flush or Close reports how many.
+	// Default 100 × MaxPoints.
 	MaxBuffered int
 	// OnError, if set, is called (from the background goroutine) with the
 	// error of each failed background flush.
@@ -68,6 +70,7 @@ type RunLogger struct {
 	params  map[string]string
 	tags    map[string]string
 	pending error // background errors not yet returned
+	dropped int   // points dropped because the buffer was full
 	closed  bool
 
 	sendMu sync.Mutex // serializes sends so batches arrive in order
@@ -95,6 +98,10 @@ func (l *RunLogger) Metric(name string, value float64, step int64) {
 	defer l.mu.Unlock()
 	if l.closed {
 		return
+	}
+	if len(l.points) >= l.opts.MaxBuffered {
+		l.points = l.points[1:] // drop the oldest rather than block
+		l.dropped++
 	}
 	l.points = append(l.points, hub.MetricPoint{Name: name, Value: value, Step: step, Time: time.Now().UTC()})
 	if len(l.points) >= l.opts.MaxPoints {
@@ -194,9 +201,14 @@ func (l *RunLogger) send(ctx context.Context) error {
 	l.mu.Lock()
 	params, tags, points := l.params, l.tags, l.points
 	l.params, l.tags, l.points = map[string]string{}, map[string]string{}, nil
+	dropped := l.dropped
+	l.dropped = 0
 	l.mu.Unlock()
 
 	var errs []error
+	if dropped > 0 {
+		errs = append(errs, fmt.Errorf("metric buffer of %d points was full: dropped the %d oldest", l.opts.MaxBuffered, dropped))
+	}
 	if len(params) > 0 {
 		if err := l.c.SetParams(ctx, l.ws, l.run, params); err != nil {
 			errs = append(errs, err)
@@ -218,8 +230,8 @@ func (l *RunLogger) send(ctx context.Context) error {
 		if err := l.c.LogMetrics(ctx, l.ws, l.run, points[:n]); err != nil {
 			errs = append(errs, err)
 			if retryable(err) {
-				if dropped := l.requeuePoints(points); dropped > 0 {
-					errs = append(errs, errors.New("metric buffer full: dropped oldest points"))
+				if n := l.requeuePoints(points); n > 0 {
+					errs = append(errs, fmt.Errorf("metric buffer of %d points was full: dropped the %d oldest", l.opts.MaxBuffered, n))
 				}
 				break
 			}

@@ -170,3 +170,29 @@ func TestRunLoggerConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestRunLoggerBoundedBuffer(t *testing.T) {
+	h, c := newMetricsHub(t)
+	h.mu.Lock()
+	h.fail = http.StatusServiceUnavailable
+	h.mu.Unlock()
+	l := c.NewRunLogger("w", "r", client.BatchOptions{MaxPoints: 1000, MaxBuffered: 10, Interval: time.Hour})
+	for i := range 25 {
+		l.Metric("m", float64(i), int64(i))
+	}
+	err := l.Flush(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "dropped the 15 oldest") {
+		t.Fatalf("flush: %v, want a report of 15 dropped points", err)
+	}
+	h.mu.Lock()
+	h.fail = 0
+	h.mu.Unlock()
+	if err := l.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.points) != 10 || h.points[0].Value != 15 || h.points[9].Value != 24 {
+		t.Errorf("hub got %d points %+v, want the newest 10 (15..24)", len(h.points), h.points)
+	}
+}

@@ -20,7 +20,7 @@ import (
 
 // startHub runs a real hub (store, blobs, broker, API) on loopback port 0
 // with its data in a temporary directory, and returns a client of it.
-func startHub(t *testing.T) *client.Client {
+func startHub(t testing.TB) *client.Client {
 	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.Data = t.TempDir()
