@@ -11,7 +11,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -261,5 +264,72 @@ func TestScanStopsCountingFarOverTheLimit(t *testing.T) {
 	}
 	if _, capped, _ := scan(context.Background(), dir, 0); capped {
 		t.Error("scan with no cap stopped early")
+	}
+}
+
+// TestPackAgreesWithGit checks the ignore rules against git itself: for
+// every golden tree, with its .atelierignore files and nested .git left
+// out, the files Pack keeps are exactly those `git ls-files --others
+// --exclude-standard` lists.
+func TestPackAgreesWithGit(t *testing.T) {
+	gitBin, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatalf("git is needed to cross-check the ignore rules: %v", err)
+	}
+	files, _ := filepath.Glob("testdata/pack/*.txtar")
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			ar, err := txtar.ParseFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			for _, f := range ar.Files {
+				rel, ok := strings.CutPrefix(f.Name, "tree/")
+				if !ok || path.Base(rel) == AtelierIgnoreFile || path.Base(rel) == ".git" || strings.HasPrefix(rel, ".git/") {
+					continue
+				}
+				p := filepath.Join(dir, filepath.FromSlash(rel))
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, f.Data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			git := exec.Command(gitBin, "init", "-q", ".")
+			git.Dir = dir
+			git.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
+			if out, err := git.CombinedOutput(); err != nil {
+				t.Fatalf("git init: %v\n%s", err, out)
+			}
+			ls := exec.Command(gitBin, "-c", "core.quotePath=false", "ls-files", "--others", "--exclude-standard")
+			ls.Dir = dir
+			ls.Env = git.Env
+			out, err := ls.Output()
+			if err != nil {
+				t.Fatalf("git ls-files: %v", err)
+			}
+			want := strings.Fields(string(out))
+			sort.Strings(want)
+			if len(want) < 3 {
+				t.Fatalf("git lists only %q: the tree was not built", want)
+			}
+
+			var buf bytes.Buffer
+			if _, err := Pack(context.Background(), dir, &buf, Limits{}); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, n := range listSnapshot(t, buf.Bytes()) {
+				if !strings.HasSuffix(n, "/") {
+					got = append(got, n)
+				}
+			}
+			sort.Strings(got)
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("Pack keeps:\n%s\ngit keeps:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
 	}
 }
