@@ -147,3 +147,47 @@ func BenchmarkInfer(b *testing.B) {
 		reg.Close(context.Background())
 	}
 }
+
+// nullWriter is a minimal http.ResponseWriter for handler benchmarks.
+type nullWriter struct {
+	h    http.Header
+	code int
+}
+
+func (w *nullWriter) Header() http.Header         { return w.h }
+func (w *nullWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *nullWriter) WriteHeader(code int)        { w.code = code }
+
+// BenchmarkHandler measures the server's own work for one tiny-model infer
+// (routing, body, decode, validation, queue, ONNX Runtime, encode) without
+// sockets.
+func BenchmarkHandler(b *testing.B) {
+	m := benchModels[0]
+	reg, err := scoring.NewRegistry(scoring.RegistryConfig{}, discard())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer reg.Close(context.Background())
+	r, err := ort.Open(mlpPath(b, m.in, m.hidden, m.out, 1), ort.Config{}, discard())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := reg.Load(context.Background(), "m", "1", r); err != nil {
+		b.Fatal(err)
+	}
+	srv, err := scoring.NewServer(scoring.ServerConfig{}, reg, discard())
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := srv.Handler()
+	body := inferBody(benchInput(m.in), 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		req, _ := http.NewRequest("POST", "/v2/models/m/infer", strings.NewReader(body))
+		w := &nullWriter{h: http.Header{}}
+		h.ServeHTTP(w, req)
+		if w.code != 200 {
+			b.Fatal(w.code)
+		}
+	}
+}
