@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"github.com/atelier-ml/atelier/testbench/scorebench"
 )
 
 // A benchmark parses its own flags from args and writes its report to w.
@@ -21,6 +23,7 @@ type benchmark func(ctx context.Context, args []string, w io.Writer) error
 func benchmarks() map[string]benchmark {
 	return map[string]benchmark{
 		// Each benchmark package adds its line here.
+		"scoring": scorebench.Run,
 	}
 }
 
