@@ -128,3 +128,9 @@ type Order struct {
 	Field Field
 	Desc  bool
 }
+
+// ImportRun is a run with its metric series, for bulk loads.
+type ImportRun struct {
+	RunCreate
+	Metrics []MetricPoint
+}

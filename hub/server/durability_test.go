@@ -132,7 +132,9 @@ func TestDurabilityKill9(t *testing.T) {
 				mu.Lock()
 				ackedSteps[first] = true
 				mu.Unlock()
-				var acc struct{ LastSeq int64 `json:"last_seq"` }
+				var acc struct {
+					LastSeq int64 `json:"last_seq"`
+				}
 				resp, err = post("/w/runs/"+run.ID+"/logs", map[string]any{"lines": []hub.LogLine{{Text: fmt.Sprint("batch ", first)}}})
 				if err != nil {
 					return

@@ -77,7 +77,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return fmt.Errorf("hub: data dir: %w", err)
 	}
-	store, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.Data, "hub.db")}, s.log.With("component", "store"))
+	store, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.Data, DBFile)}, s.log.With("component", "store"))
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}

@@ -22,12 +22,12 @@ import (
 )
 
 type env struct {
-	t   *testing.T
+	t   testing.TB
 	url string
 	api *api.API
 }
 
-func newEnv(t *testing.T, cfg api.Config) *env {
+func newEnv(t testing.TB, cfg api.Config) *env {
 	t.Helper()
 	dir := t.TempDir()
 	log := slog.New(slog.DiscardHandler)

@@ -34,85 +34,129 @@ func checkKV(what string, kv map[string]string) error {
 
 // CreateRun implements hub.RunStore.
 func (s *Store) CreateRun(ctx context.Context, ws string, rc hub.RunCreate) (hub.Run, error) {
-	if err := hub.CheckName("experiment", rc.Experiment); err != nil {
+	if err := checkRunCreate(&rc); err != nil {
 		return hub.Run{}, err
-	}
-	if rc.Status == "" {
-		rc.Status = hub.StatusQueued
-	}
-	if !validStatus(rc.Status) {
-		return hub.Run{}, fmt.Errorf("status %q: expected queued, running, completed, failed or canceled: %w", rc.Status, hub.ErrInvalid)
-	}
-	if len(rc.Name) > hub.MaxRunNameLn {
-		return hub.Run{}, fmt.Errorf("run name of %d bytes exceeds the limit of %d: %w", len(rc.Name), hub.MaxRunNameLn, hub.ErrInvalid)
-	}
-	if err := checkKV("param", rc.Params); err != nil {
-		return hub.Run{}, err
-	}
-	if err := checkKV("tag", rc.Tags); err != nil {
-		return hub.Run{}, err
-	}
-	cmd := ""
-	if len(rc.Command) > 0 {
-		b, _ := json.Marshal(rc.Command)
-		cmd = string(b)
 	}
 	uid := newID()
 	now := nanos(s.now())
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		wsID, err := workspaceID(ctx, tx, ws)
-		if err != nil {
-			return err
-		}
-		expID, err := experimentID(ctx, tx, wsID, ws, rc.Experiment)
-		if errors.Is(err, hub.ErrNotFound) {
-			res, err2 := tx.ExecContext(ctx, "INSERT INTO experiments (workspace_id, name, created_at) VALUES (?, ?, ?)", wsID, rc.Experiment, now)
-			if err2 != nil {
-				return err2
-			}
-			expID, err = res.LastInsertId()
-		}
-		if err != nil {
-			return err
-		}
-		var parent sql.NullInt64
-		if rc.ParentID != "" {
-			p, err := findRun(ctx, tx, ws, rc.ParentID)
-			if errors.Is(err, hub.ErrNotFound) {
-				return fmt.Errorf("parent run %q in workspace %q: %w", rc.ParentID, ws, hub.ErrNotFound)
-			}
-			if err != nil {
-				return err
-			}
-			parent = sql.NullInt64{Int64: p.id, Valid: true}
-		}
-		var started, ended sql.NullInt64
-		if rc.Status == hub.StatusRunning {
-			started = sql.NullInt64{Int64: now, Valid: true}
-		}
-		if rc.Status.Final() {
-			ended = sql.NullInt64{Int64: now, Valid: true}
-		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO runs
-			(uid, workspace_id, experiment_id, name, parent_id, status, command, created_at, started_at, ended_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			uid, wsID, expID, rc.Name, parent, string(rc.Status), cmd, now, started, ended)
-		if err != nil {
-			return err
-		}
-		id, err := res.LastInsertId()
-		if err != nil {
-			return err
-		}
-		if err := insertKV(ctx, tx, "params", id, rc.Params); err != nil {
-			return err
-		}
-		return insertKV(ctx, tx, "tags", id, rc.Tags)
+		_, err := createRun(ctx, tx, ws, uid, rc, now)
+		return err
 	})
 	if err != nil {
 		return hub.Run{}, fmt.Errorf("create run: %w", err)
 	}
 	return s.GetRun(ctx, ws, uid)
+}
+
+// ImportRuns creates runs with their metrics in one transaction (all or
+// nothing) and returns their ids. It is meant for bulk loads (imports,
+// benchmarks): one commit for many runs.
+func (s *Store) ImportRuns(ctx context.Context, ws string, runs []hub.ImportRun) ([]string, error) {
+	ids := make([]string, len(runs))
+	for i := range runs {
+		if err := checkRunCreate(&runs[i].RunCreate); err != nil {
+			return nil, fmt.Errorf("runs[%d]: %w", i, err)
+		}
+		if err := CheckPoints(runs[i].Metrics); err != nil {
+			return nil, fmt.Errorf("runs[%d]: %w", i, err)
+		}
+		ids[i] = newID()
+	}
+	now := nanos(s.now())
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		for i, r := range runs {
+			id, err := createRun(ctx, tx, ws, ids[i], r.RunCreate, now)
+			if err != nil {
+				return fmt.Errorf("runs[%d]: %w", i, err)
+			}
+			if err := insertMetrics(ctx, tx, id, r.Metrics, now); err != nil {
+				return fmt.Errorf("runs[%d]: %w", i, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("import runs: %w", err)
+	}
+	return ids, nil
+}
+
+func checkRunCreate(rc *hub.RunCreate) error {
+	if err := hub.CheckName("experiment", rc.Experiment); err != nil {
+		return err
+	}
+	if rc.Status == "" {
+		rc.Status = hub.StatusQueued
+	}
+	if !validStatus(rc.Status) {
+		return fmt.Errorf("status %q: expected queued, running, completed, failed or canceled: %w", rc.Status, hub.ErrInvalid)
+	}
+	if len(rc.Name) > hub.MaxRunNameLn {
+		return fmt.Errorf("run name of %d bytes exceeds the limit of %d: %w", len(rc.Name), hub.MaxRunNameLn, hub.ErrInvalid)
+	}
+	if err := checkKV("param", rc.Params); err != nil {
+		return err
+	}
+	return checkKV("tag", rc.Tags)
+}
+
+// createRun inserts a checked run (and its experiment if missing) and
+// returns its internal id.
+func createRun(ctx context.Context, tx *sql.Tx, ws, uid string, rc hub.RunCreate, now int64) (int64, error) {
+	cmd := ""
+	if len(rc.Command) > 0 {
+		b, _ := json.Marshal(rc.Command)
+		cmd = string(b)
+	}
+	wsID, err := workspaceID(ctx, tx, ws)
+	if err != nil {
+		return 0, err
+	}
+	expID, err := experimentID(ctx, tx, wsID, ws, rc.Experiment)
+	if errors.Is(err, hub.ErrNotFound) {
+		res, err2 := tx.ExecContext(ctx, "INSERT INTO experiments (workspace_id, name, created_at) VALUES (?, ?, ?)", wsID, rc.Experiment, now)
+		if err2 != nil {
+			return 0, err2
+		}
+		expID, err = res.LastInsertId()
+	}
+	if err != nil {
+		return 0, err
+	}
+	var parent sql.NullInt64
+	if rc.ParentID != "" {
+		p, err := findRun(ctx, tx, ws, rc.ParentID)
+		if errors.Is(err, hub.ErrNotFound) {
+			return 0, fmt.Errorf("parent run %q in workspace %q: %w", rc.ParentID, ws, hub.ErrNotFound)
+		}
+		if err != nil {
+			return 0, err
+		}
+		parent = sql.NullInt64{Int64: p.id, Valid: true}
+	}
+	var started, ended sql.NullInt64
+	if rc.Status == hub.StatusRunning {
+		started = sql.NullInt64{Int64: now, Valid: true}
+	}
+	if rc.Status.Final() {
+		ended = sql.NullInt64{Int64: now, Valid: true}
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO runs
+		(uid, workspace_id, experiment_id, name, parent_id, status, command, created_at, started_at, ended_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		uid, wsID, expID, rc.Name, parent, string(rc.Status), cmd, now, started, ended)
+	if err != nil {
+		return 0, err
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, err
+	}
+	if err := insertKV(ctx, tx, "params", id, rc.Params); err != nil {
+		return 0, err
+	}
+	return id, insertKV(ctx, tx, "tags", id, rc.Tags)
 }
 
 // insertKV inserts into params or tags (table is one of those constants).

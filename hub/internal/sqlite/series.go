@@ -14,9 +14,11 @@ import (
 // binding many rows per statement saves most of the per-statement cost.
 const metricRowsPerStmt = 100
 
+const metricInsertPrefix = "INSERT OR IGNORE INTO metrics (run_id, name, step, time, value) VALUES "
+
 var metricInsertSQL = func() string {
 	var b strings.Builder
-	b.WriteString("INSERT INTO metrics (run_id, name, step, time, value) VALUES ")
+	b.WriteString(metricInsertPrefix)
 	for i := range metricRowsPerStmt {
 		if i > 0 {
 			b.WriteByte(',')
@@ -51,26 +53,125 @@ func CheckPoints(points []hub.MetricPoint) error {
 
 // AppendMetrics implements hub.RunStore. Points with a zero Time get the
 // current time.
+//
+// Batches from concurrent callers are group-committed: one writer
+// goroutine takes every batch waiting, writes each under its own SAVEPOINT
+// (a failing batch is rolled back alone), commits once, then answers each
+// caller. A caller is answered only after the commit that holds its batch,
+// so the durability promise is unchanged; the fsync is shared.
 func (s *Store) AppendMetrics(ctx context.Context, ws, id string, points []hub.MetricPoint) error {
 	if err := CheckPoints(points); err != nil {
 		return err
 	}
-	now := nanos(s.now())
-	return s.write(ctx, func(tx *sql.Tx) error {
-		ref, err := findRun(ctx, tx, ws, id)
-		if err != nil {
-			return err
-		}
-		return insertMetrics(ctx, tx, ref.id, points, now)
-	})
+	req := &appendReq{ctx: ctx, ws: ws, id: id, points: points, now: nanos(s.now()), done: make(chan error, 1)}
+	select {
+	case s.appends <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closing:
+		return ErrClosed
+	}
+	// Once handed over, wait for the outcome even if ctx ends: the batch
+	// may be committed, and the caller must not be told otherwise.
+	return <-req.done
 }
 
-// InsertMetricsTx inserts points for the run with internal id runID inside
-// tx, maintaining latest_metrics. It is the store's ingestion path, exported
-// for benchmarks that measure the database without the API; points must
-// have been checked with CheckPoints.
-func InsertMetricsTx(ctx context.Context, tx *sql.Tx, runID int64, points []hub.MetricPoint, now int64) error {
-	return insertMetrics(ctx, tx, runID, points, now)
+type appendReq struct {
+	ctx    context.Context
+	ws, id string
+	points []hub.MetricPoint
+	now    int64
+	done   chan error
+}
+
+// Group commit bounds.
+const (
+	maxGroupBatches = 64
+	maxGroupPoints  = 200_000
+)
+
+// appendLoop is the metrics writer; it runs from Open until Close.
+func (s *Store) appendLoop() {
+	defer close(s.appendDone)
+	for {
+		var req *appendReq
+		select {
+		case req = <-s.appends:
+		case <-s.closing:
+			return
+		}
+		group := []*appendReq{req}
+		n := len(req.points)
+	drain:
+		for len(group) < maxGroupBatches && n < maxGroupPoints {
+			select {
+			case r := <-s.appends:
+				group = append(group, r)
+				n += len(r.points)
+			default:
+				break drain
+			}
+		}
+		errs := s.commitGroup(group)
+		for i, r := range group {
+			r.done <- errs[i]
+		}
+	}
+}
+
+func (s *Store) commitGroup(group []*appendReq) []error {
+	errs := make([]error, len(group))
+	ctx := context.Background() // one caller's cancellation must not undo the others'
+	fail := func(err error) []error {
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = fmt.Errorf("append metrics: %w", err)
+			}
+		}
+		return errs
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fail(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	single := len(group) == 1
+	for i, r := range group {
+		if err := r.ctx.Err(); err != nil {
+			errs[i] = err
+			continue
+		}
+		if !single {
+			if _, err := tx.ExecContext(ctx, "SAVEPOINT batch"); err != nil {
+				return fail(err)
+			}
+		}
+		err := func() error {
+			ref, err := findRun(ctx, tx, r.ws, r.id)
+			if err != nil {
+				return err
+			}
+			return insertMetrics(ctx, tx, ref.id, r.points, r.now)
+		}()
+		if err != nil {
+			errs[i] = err
+			if single {
+				return errs
+			}
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO batch"); err != nil {
+				return fail(err)
+			}
+		}
+		if !single {
+			if _, err := tx.ExecContext(ctx, "RELEASE batch"); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fail(err)
+	}
+	return errs
 }
 
 func insertMetrics(ctx context.Context, tx *sql.Tx, runID int64, points []hub.MetricPoint, now int64) error {
@@ -92,7 +193,7 @@ func insertMetrics(ctx context.Context, tx *sql.Tx, runID int64, points []hub.Me
 			_, err := full.ExecContext(ctx, args...)
 			return err
 		}
-		q := metricInsertSQL[:len("INSERT INTO metrics (run_id, name, step, time, value) VALUES ")+n*len("(?,?,?,?,?),")-1]
+		q := metricInsertSQL[:len("INSERT OR IGNORE INTO metrics (run_id, name, step, time, value) VALUES ")+n*len("(?,?,?,?,?),")-1]
 		_, err := tx.ExecContext(ctx, q, args...)
 		return err
 	}
@@ -153,7 +254,7 @@ func (s *Store) Metrics(ctx context.Context, ws, id, name string) ([]hub.MetricP
 			q += " AND name = ?"
 			args = append(args, name)
 		}
-		rows, err := tx.QueryContext(ctx, q+" ORDER BY name, step, time, rowid", args...)
+		rows, err := tx.QueryContext(ctx, q+" ORDER BY name, step, time, value", args...)
 		if err != nil {
 			return err
 		}

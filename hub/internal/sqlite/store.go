@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/atelier-ml/atelier/hub"
@@ -32,6 +33,11 @@ type Store struct {
 	r   *sql.DB // read-only pool
 	log *slog.Logger
 	now func() time.Time
+
+	appends    chan *appendReq // to appendLoop
+	closing    chan struct{}   // closed by Close
+	appendDone chan struct{}   // closed when appendLoop has returned
+	closeOnce  sync.Once
 }
 
 var _ hub.Store = (*Store)(nil)
@@ -54,6 +60,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	q.Set("_foreign_keys", "on")
 	q.Set("_busy_timeout", "10000")
 	q.Set("_txlock", "immediate")
+	q.Set("_cache_size", "-65536") // KiB: keep the hot B-tree pages in memory
 	w, err := sql.Open("sqlite3", "file:"+cfg.Path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
@@ -61,7 +68,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	s := &Store{w: w, log: log, now: time.Now}
+	s := &Store{w: w, log: log, now: time.Now,
+		appends: make(chan *appendReq), closing: make(chan struct{}), appendDone: make(chan struct{})}
 	if err := s.migrate(ctx); err != nil {
 		w.Close()
 		return nil, err
@@ -76,6 +84,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	r.SetMaxOpenConns(cfg.ReadConns)
 	r.SetMaxIdleConns(cfg.ReadConns)
 	s.r = r
+	go s.appendLoop()
 	return s, nil
 }
 
@@ -83,9 +92,17 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 // measure or inspect the database directly. Do not hold its connection.
 func (s *Store) DB() *sql.DB { return s.w }
 
-// Close closes both pools.
+// Close stops the metrics writer (pending AppendMetrics calls fail with
+// ErrClosed) and closes both pools. It is idempotent; no other method may
+// be called after it.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		<-s.appendDone
+		err = errors.Join(s.r.Close(), s.w.Close())
+	})
+	return err
 }
 
 func (s *Store) migrate(ctx context.Context) error {

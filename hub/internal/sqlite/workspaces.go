@@ -93,6 +93,7 @@ func (s *Store) DeleteWorkspace(ctx context.Context, name string, force bool) er
 		}
 		// Delete bottom-up so the cascade does not walk one huge tree.
 		for _, q := range []string{
+			"DELETE FROM metrics WHERE run_id IN (SELECT id FROM runs WHERE workspace_id = ?)",
 			"DELETE FROM runs WHERE workspace_id = ?",
 			"DELETE FROM experiments WHERE workspace_id = ?",
 			"DELETE FROM workspaces WHERE id = ?",

@@ -1,0 +1,6 @@
+package sqlite
+
+import "errors"
+
+// ErrClosed is returned by calls on a closed Store.
+var ErrClosed = errors.New("sqlite: store closed")
