@@ -62,7 +62,11 @@ sha256 and written atomically (temporary file, then rename).`,
 			if a.output != formatTable {
 				return a.emit(arts, nil)
 			}
-			fmt.Fprintf(a.stdout, "downloaded %d artifacts (%s) to %s\n", len(arts), fmtSize(total), to)
+			noun := "artifacts"
+			if len(arts) == 1 {
+				noun = "artifact"
+			}
+			fmt.Fprintf(a.stdout, "downloaded %d %s (%s) to %s\n", len(arts), noun, fmtSize(total), to)
 			return nil
 		}),
 	}
