@@ -92,6 +92,7 @@ func TestPresenceDesiredAndOfflineOnClose(t *testing.T) {
 	b := testhub.StartBroker(t)
 	hub := testhub.NewHub(t, b.URL, "edge-1")
 	hub.PublishDesired(&agentv1.DesiredState{Generation: 7})
+	hub.WaitRetained(b.URL, LeafDesired)
 
 	got := make(chan *agentv1.DesiredState, 4)
 	connected := make(chan struct{}, 4)

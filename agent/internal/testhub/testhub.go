@@ -97,7 +97,10 @@ func (b *Broker) Restart() {
 type Tamper func(sha string, index uint32, data []byte) (out []byte, drop bool)
 
 // Hub plays the hub's side of the protocol for tests. Its methods are safe
-// for concurrent use.
+// for concurrent use. Like the real hub should, it publishes the desired
+// state again when the agent reports an older generation (the NATS MQTT
+// listener can miss a retained message for a subscription made right after
+// the publication).
 type Hub struct {
 	t      testing.TB
 	client mqtt.Client
@@ -113,6 +116,11 @@ type Hub struct {
 	reported []*agentv1.ReportedState
 	presence []*agentv1.Presence
 	changed  chan struct{}
+	// desired is the last state published retained; republished tracks
+	// how often it was sent again to an agent reporting an older one.
+	desired     []byte
+	desiredGen  uint64
+	republished map[[2]uint64]int
 }
 
 // MaxChunksPerRequest caps ChunkRequest.count as the hub does.
@@ -124,7 +132,8 @@ func NewHub(t testing.TB, url, agent string) *Hub {
 	t.Helper()
 	subscribed := make(chan error, 1)
 	h := &Hub{t: t, agent: agent, work: make(chan *agentv1.ChunkRequest, 1024),
-		blobs: map[string][]byte{}, chunk: map[string]uint32{}, changed: make(chan struct{})}
+		blobs: map[string][]byte{}, chunk: map[string]uint32{}, changed: make(chan struct{}),
+		republished: map[[2]uint64]int{}}
 	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID("testhub-" + agent).
 		SetUsername(Username).SetPassword(Password).SetProtocolVersion(4).
 		SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).
@@ -196,7 +205,18 @@ func (h *Hub) onMessage(_ mqtt.Client, m mqtt.Message) {
 		h.mu.Lock()
 		h.reported = append(h.reported, &r)
 		h.signalLocked()
+		// The broker can miss a retained message for a subscription made
+		// just after it was published; like the real hub, send the
+		// desired state again to an agent reporting an older generation.
+		var again []byte
+		if key := [2]uint64{r.ObservedGeneration, h.desiredGen}; r.ObservedGeneration < h.desiredGen && h.republished[key] < 3 {
+			h.republished[key]++
+			again = h.desired
+		}
 		h.mu.Unlock()
+		if again != nil {
+			h.client.Publish(topic(h.agent, "desired"), 1, true, again) // not awaited: paho handler
+		}
 	case strings.HasSuffix(m.Topic(), "/presence"):
 		var p agentv1.Presence
 		if err := proto.Unmarshal(m.Payload(), &p); err != nil {
@@ -293,6 +313,9 @@ func (h *Hub) PublishDesired(d *agentv1.DesiredState) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.mu.Lock()
+	h.desired, h.desiredGen = b, d.GetGeneration()
+	h.mu.Unlock()
 	h.PublishRaw("desired", b, true)
 }
 
@@ -394,4 +417,36 @@ func (b *Broker) Kick(clientID string) error {
 		return fmt.Errorf("no MQTT client %q connected", clientID)
 	}
 	return b.srv.DisconnectClientByID(cz.Conns[0].Cid)
+}
+
+// WaitRetained waits until a new subscriber to the agent's leaf topic gets
+// a retained message, i.e. the broker has stored it (the NATS MQTT listener
+// stores retained messages asynchronously).
+func (h *Hub) WaitRetained(url, leaf string) {
+	h.t.Helper()
+	for attempt := range 100 {
+		got := make(chan struct{}, 1)
+		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).
+			SetClientID(fmt.Sprintf("testhub-probe-%d", attempt)).SetUsername(Username).SetPassword(Password).
+			SetProtocolVersion(4).SetCleanSession(true))
+		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			h.t.Fatalf("probe connect: %v", tok.Error())
+		}
+		c.Subscribe(topic(h.agent, leaf), 1, func(_ mqtt.Client, m mqtt.Message) {
+			if m.Retained() {
+				select {
+				case got <- struct{}{}:
+				default:
+				}
+			}
+		})
+		select {
+		case <-got:
+			c.Disconnect(0)
+			return
+		case <-time.After(200 * time.Millisecond):
+			c.Disconnect(0)
+		}
+	}
+	h.t.Fatalf("no retained message on %s after 100 probes", leaf)
 }
