@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"syscall"
@@ -177,6 +178,11 @@ It talks to the hub at --hub (or $ATELIER_HUB); "atelier hub serve" runs one.`,
 			default:
 				return usageError("-o/--output %q: must be one of table, json, yaml", a.output)
 			}
+			u, err := normalizeHubURL(a.hubURL)
+			if err != nil {
+				return err
+			}
+			a.hubURL = u
 			return nil
 		},
 	}
@@ -198,6 +204,20 @@ It talks to the hub at --hub (or $ATELIER_HUB); "atelier hub serve" runs one.`,
 
 	root.AddCommand(a.hubCmd(), a.workspaceCmd(), a.experimentCmd(), a.runCmd())
 	return root
+}
+
+// normalizeHubURL accepts "host:port" as "http://host:port" and checks the
+// URL is http(s) with a host.
+func normalizeHubURL(raw string) (string, error) {
+	s := strings.TrimRight(strings.TrimSpace(raw), "/")
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", usageError("--hub %q: want a URL like http://127.0.0.1:8780", raw)
+	}
+	return s, nil
 }
 
 // client returns a client of the hub at --hub.

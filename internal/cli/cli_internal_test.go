@@ -206,3 +206,24 @@ func TestMainExitCodes(t *testing.T) {
 		})
 	}
 }
+
+func TestNormalizeHubURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://127.0.0.1:8780/": "http://127.0.0.1:8780",
+		"127.0.0.1:8780":         "http://127.0.0.1:8780",
+		"https://hub.example":    "https://hub.example",
+		"ftp://x":                "",
+		"http://":                "",
+	} {
+		got, err := normalizeHubURL(in)
+		if want == "" {
+			if ExitCode(err) != 2 {
+				t.Errorf("normalizeHubURL(%q) = %q, %v; want a usage error", in, got, err)
+			}
+			continue
+		}
+		if err != nil || got != want {
+			t.Errorf("normalizeHubURL(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
