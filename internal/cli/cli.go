@@ -209,7 +209,7 @@ It talks to the hub at --hub (or $ATELIER_HUB); "atelier hub serve" runs one.`,
 // normalizeHubURL accepts "host:port" as "http://host:port" and checks the
 // URL is http(s) with a host.
 func normalizeHubURL(raw string) (string, error) {
-	s := strings.TrimRight(strings.TrimSpace(raw), "/")
+	s := strings.TrimSpace(raw)
 	if !strings.Contains(s, "://") {
 		s = "http://" + s
 	}
@@ -217,7 +217,7 @@ func normalizeHubURL(raw string) (string, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", usageError("--hub %q: want a URL like http://127.0.0.1:8780", raw)
 	}
-	return s, nil
+	return strings.TrimRight(s, "/"), nil
 }
 
 // client returns a client of the hub at --hub.
