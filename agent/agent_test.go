@@ -437,3 +437,45 @@ func TestHeartbeatRepublishesState(t *testing.T) {
 		return len(rs) >= 2 && rs[0].ObservedGeneration == 5 && rs[1].ObservedGeneration == 5
 	})
 }
+
+func TestBrokerRestartMidTransferResumes(t *testing.T) {
+	b := testhub.StartBroker(t)
+	hub := testhub.NewHub(t, b.URL, "edge-1")
+	const chunk, stallAt = 16 * 1024, 9
+	v1 := hub.AddModel("iris", 1, modelBytes(25*chunk+3, 7), chunk)
+	stalled := make(chan struct{})
+	var once sync.Once
+	hub.SetTamper(func(_ string, i uint32, d []byte) ([]byte, bool) {
+		if i >= stallAt {
+			once.Do(func() { close(stalled) })
+			return nil, true
+		}
+		return d, false
+	})
+	hub.PublishDesired(&agentv1.DesiredState{Generation: 1, Deployments: []*agentv1.DeploymentSpec{deployment("iris", v1)}})
+	dir := t.TempDir()
+	cfg := testConfig(t, b.URL, dir)
+	cfg.ChunkTimeout = time.Second // requests sent while the test hub reconnects are asked again
+	rec := newRecorder()
+	_, _ = startAgent(t, cfg, rec)
+	select {
+	case <-stalled:
+	case <-time.After(guard):
+		t.Fatal("transfer never reached the stall point")
+	}
+	waitPartial(t, dir, v1.Sha256, stallAt)
+	hub.SetTamper(nil)
+	hub.ResetCounts()
+	b.Restart()
+	hub.WaitReported(guard, "iris serving after the broker came back", func(r *agentv1.ReportedState) bool {
+		return isState(r, 1, "iris", agentv1.DeploymentStatus_STATE_SERVING, 1)
+	})
+	for _, r := range hub.Requests() {
+		if r.Index < stallAt {
+			t.Fatalf("chunk %d requested again after the reconnect (resume point %d)", r.Index, stallAt)
+		}
+	}
+	if loads := rec.waitLoads(t, 1); loads[0].sha != v1.Sha256 {
+		t.Fatalf("loaded %+v", loads)
+	}
+}
