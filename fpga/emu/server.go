@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ func Serve(ctx context.Context, l net.Listener, cfg Config, log *slog.Logger) er
 	if err != nil {
 		return err
 	}
+	defer dev.Reset() // releases a run hung by an injected DMA timeout
 	return ServeDevice(ctx, l, dev, log)
 }
 
@@ -38,16 +40,20 @@ func ServeDevice(ctx context.Context, l net.Listener, dev *Device, log *slog.Log
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]bool{}
-	stop := context.AfterFunc(ctx, func() {
+	closeAll := func() {
 		l.Close()
 		mu.Lock()
 		for c := range conns {
 			c.Close()
 		}
 		mu.Unlock()
-	})
-	defer stop()
-	defer wg.Wait()
+	}
+	stop := context.AfterFunc(ctx, closeAll)
+	defer func() {
+		stop()
+		closeAll()
+		wg.Wait()
+	}()
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -71,6 +77,29 @@ func ServeDevice(ctx context.Context, l net.Listener, dev *Device, log *slog.Log
 			serveConn(c, dev, log)
 		}()
 	}
+}
+
+// ListenUnix listens on a Unix socket at path. A stale socket file left by
+// a process that died is removed; a socket something still answers on, or
+// a path that is not a socket, is an error.
+func ListenUnix(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("listen %s: exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen %s: another process is serving on it", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("listen %s: remove stale socket: %w", path, err)
+		}
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	return l, nil
 }
 
 func serveConn(c net.Conn, dev *Device, log *slog.Logger) {

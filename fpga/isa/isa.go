@@ -335,6 +335,10 @@ func (p *Program) check(in Instr) error {
 	return fmt.Errorf("unknown opcode %d: %w", in.Op, ErrMalformed)
 }
 
+// MaxWindow bounds kernel sizes, strides and dilations of image
+// instructions (8-bit window counters in the hardware).
+const MaxWindow = 255
+
 // Image is the geometry of an OpIm2Col or OpPool instruction.
 type Image struct {
 	H, W, C int // input, HWC layout
@@ -362,6 +366,9 @@ func ImageOf(in Instr) (Image, error) {
 	}
 	if g.KH == 0 || g.KW == 0 || g.SH == 0 || g.SW == 0 || g.DH == 0 || g.DW == 0 {
 		return g, fmt.Errorf("kernel %dx%d stride %dx%d dilation %dx%d, want all > 0: %w", g.KH, g.KW, g.SH, g.SW, g.DH, g.DW, ErrMalformed)
+	}
+	if g.KH > MaxWindow || g.KW > MaxWindow || g.SH > MaxWindow || g.SW > MaxWindow || g.DH > MaxWindow || g.DW > MaxWindow {
+		return g, fmt.Errorf("kernel %dx%d stride %dx%d dilation %dx%d, want each at most %d: %w", g.KH, g.KW, g.SH, g.SW, g.DH, g.DW, MaxWindow, ErrMalformed)
 	}
 	if g.OH <= 0 || g.OW <= 0 || g.OH > 1<<16 || g.OW > 1<<16 {
 		return g, fmt.Errorf("output %dx%d, want each in [1, 65536]: %w", g.OH, g.OW, ErrMalformed)
