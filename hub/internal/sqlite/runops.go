@@ -62,10 +62,8 @@ func (s *Store) UpdateRun(ctx context.Context, ws, id string, u hub.RunUpdate) (
 	return s.writeRun(ctx, ws, id, func(tx *sql.Tx, ref runRef) error {
 		from, to := ref.status, u.Status
 		switch {
-		case from == to && u.ExitCode == nil && u.Error == "":
-			return nil // idempotent retry
-		case from == to && !to.Final():
-			return nil
+		case from == to:
+			return nil // a retried request: accepted, changes nothing
 		case from == hub.StatusQueued && (to == hub.StatusRunning || to.Final()):
 		case from == hub.StatusRunning && to.Final():
 		default:
