@@ -75,3 +75,25 @@ func TestRunCanceledContext(t *testing.T) {
 		t.Fatalf("Run(canceled) = %v, want context.Canceled", err)
 	}
 }
+
+func TestSessionOptionsSpinningOff(t *testing.T) {
+	if _, err := Open(nodeDir+"test_relu/model.onnx", Config{}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err) // initializes ONNX Runtime
+	}
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{{Config{}, "0"}, {Config{Spinning: true}, "1"}} {
+		opts, err := sessionOptions(c.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []string{"session.intra_op.allow_spinning", "session.inter_op.allow_spinning"} {
+			got, err := opts.GetSessionConfigEntry(key)
+			if err != nil || got != c.want {
+				t.Errorf("Spinning=%v: %s = %q, %v; want %q", c.cfg.Spinning, key, got, err, c.want)
+			}
+		}
+		opts.Destroy()
+	}
+}
