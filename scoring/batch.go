@@ -272,7 +272,8 @@ func (b *batcher) runGroup(group []*job) {
 	}
 	b.metrics.batch.observe(float64(len(group)))
 	if len(group) == 1 {
-		out, err := b.runner.Run(context.WithoutCancel(group[0].ctx), group[0].inputs)
+		// One request: its deadline can stop the run.
+		out, err := b.runner.Run(group[0].ctx, group[0].inputs)
 		b.metrics.compute.observe(time.Since(start).Seconds())
 		group[0].done <- result{outputs: out, err: err}
 		return

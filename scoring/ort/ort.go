@@ -179,9 +179,9 @@ func (r *Runner) Signature() scoring.Signature { return r.sig }
 // Path returns the model file the runner was opened from.
 func (r *Runner) Path() string { return r.path }
 
-// Run runs one inference. It checks ctx before starting; ONNX Runtime runs
-// are not interrupted once started (they are short on the models served
-// here). Errors wrap scoring.ErrBackend.
+// Run runs one inference. If ctx can end, ONNX Runtime is told to stop the
+// run when it does (at its next check between operators) and Run returns
+// ctx's error. Other errors wrap scoring.ErrBackend.
 func (r *Runner) Run(ctx context.Context, inputs []scoring.Tensor) ([]scoring.Tensor, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -218,7 +218,22 @@ func (r *Runner) Run(ctx context.Context, inputs []scoring.Tensor) ([]scoring.Te
 			}
 		}
 	}()
-	if err := r.sess.Run(in, out); err != nil {
+	var runOpts *ortgo.RunOptions
+	if ctx.Done() != nil {
+		// A cancelable request: ONNX Runtime stops the run when ctx ends.
+		ro, err := ortgo.NewRunOptions()
+		if err != nil {
+			return nil, fmt.Errorf("%w: run options: %w", scoring.ErrBackend, err)
+		}
+		defer ro.Destroy()
+		stop := context.AfterFunc(ctx, func() { ro.Terminate() })
+		defer stop()
+		runOpts = ro
+	}
+	if err := r.sess.RunWithOptions(in, out, runOpts); err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, fmt.Errorf("run stopped: %w", cerr)
+		}
 		return nil, fmt.Errorf("%w: %w", scoring.ErrBackend, err)
 	}
 	res := make([]scoring.Tensor, len(out))
