@@ -1,7 +1,6 @@
 package emu
 
 import (
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"sort"
@@ -239,10 +238,6 @@ func (d *Device) begin(accept ...Fault) (Fault, error) {
 		return f, nil
 	}
 }
-
-// ErrReset: the card reset while handling the request (injected fault);
-// every handle is gone.
-var ErrReset = errors.New("device reset")
 
 func (d *Device) resetLocked() {
 	d.mem, d.used = nil, 0
@@ -513,9 +508,6 @@ func (m lockedMem) WriteAt(addr uint64, p []byte) error {
 	copy(dst, p)
 	return nil
 }
-
-// ErrWaitTimeout: Wait's deadline passed before the run finished.
-var ErrWaitTimeout = errors.New("wait deadline exceeded")
 
 // Wait waits up to timeout for run id and returns its cycle count. A run's
 // result can be collected once.

@@ -23,4 +23,9 @@ var (
 	ErrDeviceLost = errors.New("device lost")
 	// ErrBusy: the device is running a kernel and cannot accept another.
 	ErrBusy = errors.New("device busy")
+	// ErrReset: the card reset while handling the request (injected
+	// fault); every handle is gone.
+	ErrReset = errors.New("device reset")
+	// ErrWaitTimeout: Wait's deadline passed before the run finished.
+	ErrWaitTimeout = errors.New("wait deadline exceeded")
 )

@@ -1,17 +1,7 @@
-// Package wire is the framing and payload encoding of the device protocol
-// between the shim's Unix-socket transport (package fpga) and the emulator
-// (package fpga/emu). docs/fpga.md describes the frames.
-//
-// A frame is a 4-byte little-endian length of what follows, then version
-// (1 byte), op (1 byte), status (2 bytes, 0 in requests), request id
-// (4 bytes) and the payload. Responses echo the op and the request id.
-// Decoding is strict: every payload reader reports truncation and trailing
-// bytes as errors wrapping ErrMalformed.
 package wire
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -22,9 +12,6 @@ const Version = 1
 
 // MaxFrame bounds a frame's length (payload plus 8 header bytes).
 const MaxFrame = 256 << 20
-
-// ErrMalformed: a frame or payload is not well-formed.
-var ErrMalformed = errors.New("malformed device protocol frame")
 
 // Op is a request type.
 type Op uint8
