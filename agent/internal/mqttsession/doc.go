@@ -11,7 +11,8 @@
 //   - while connected: each DesiredState (the retained one arrives on every
 //     connect) goes to Handlers.Desired; PublishReported sends ReportedState;
 //   - on connection loss: a new paho client is built and connected again
-//     after a jittered exponential backoff (Config.MinBackoff..MaxBackoff);
+//     after a jittered exponential backoff (Config.MinBackoff..MaxBackoff,
+//     the first retry included, so a fleet does not reconnect in one burst);
 //     paho's own reconnect is off so each attempt carries a fresh will;
 //   - on Run's context end: a retained OFFLINE Presence, then DISCONNECT.
 //

@@ -164,7 +164,18 @@ func (s *Session) Run(ctx context.Context) error {
 			return nil
 		case err := <-lost:
 			s.setClient(nil)
-			s.log.Warn("mqtt connection lost", "error", err)
+			// Wait a jittered moment even before the first retry: a fleet
+			// losing its hub at once must not reconnect at once, and the
+			// broker needs the old connection gone (last will sent) first.
+			d := backoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, 0)
+			s.log.Warn("mqtt connection lost", "error", err, "retry_in", d)
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
 		}
 	}
 }

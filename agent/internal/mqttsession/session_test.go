@@ -159,7 +159,11 @@ func TestLastWillOnAbruptLossThenReconnect(t *testing.T) {
 	b := testhub.StartBroker(t)
 	hub := testhub.NewHub(t, b.URL, "edge-5")
 	connected := make(chan struct{}, 4)
-	_, _ = startSession(t, testConfig(b.URL, "edge-5"), Handlers{Connected: func() { connected <- struct{}{} }})
+	cfg := testConfig(b.URL, "edge-5")
+	// NATS skips the will if the same client id is already reconnecting
+	// while the old connection is torn down; real agents wait ≥ MinBackoff/2.
+	cfg.MinBackoff, cfg.MaxBackoff = 400*time.Millisecond, time.Second
+	_, _ = startSession(t, cfg, Handlers{Connected: func() { connected <- struct{}{} }})
 	<-connected
 	hub.WaitFor(guard, "online", func(_ []*agentv1.ReportedState, ps []*agentv1.Presence) bool {
 		return len(ps) > 0 && ps[len(ps)-1].Status == agentv1.Presence_STATUS_ONLINE
