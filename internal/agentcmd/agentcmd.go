@@ -11,9 +11,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// errUsage marks errors in the command line (exit code 2).
-var errUsage = errors.New("usage")
-
 // New returns the root command. stdout gets what a user or a script reads
 // (the listen address); logs go to stderr.
 func New(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command {
