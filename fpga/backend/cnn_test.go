@@ -104,7 +104,8 @@ func TestConvNetAgainstORT(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			model := imageModel(t, c.head)
-			r, err := backend.Open(ctx, dev, model, backend.Config{Calibration: calib, Compiler: compiler.Options{RequireFull: c.full}}, quiet())
+			// Batch 4 with 6 samples: two kernel iterations, several samples in each.
+			r, err := backend.Open(ctx, dev, model, backend.Config{Calibration: calib, Compiler: compiler.Options{RequireFull: c.full, Batch: 4}}, quiet())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -134,6 +135,9 @@ func TestConvNetAgainstORT(t *testing.T) {
 			for i := range w {
 				maxErr = math.Max(maxErr, math.Abs(float64(g[i]-w[i])))
 				maxRef = math.Max(maxRef, math.Abs(float64(w[i])))
+			}
+			if b := r.Artifact().Plan.Batch; b != 4 {
+				t.Errorf("plan batch %d, want 4", b)
 			}
 			t.Logf("device: %s; max abs error %.4g of output range %.4g (%.2f%%)", ops, maxErr, maxRef, 100*maxErr/maxRef)
 			if maxErr > c.tolerate*maxRef {

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/atelier-ml/atelier/fpga"
+	"github.com/atelier-ml/atelier/fpga/isa"
 	"github.com/atelier-ml/atelier/internal/onnx"
 )
 
@@ -25,8 +26,8 @@ const Version = "atelier-fpga-compiler/1"
 
 // Options control compilation. The zero value is valid.
 type Options struct {
-	// Batch is the number of samples per kernel iteration for row (dense)
-	// models; 0 means 32. Image layers always use 1.
+	// Batch is the number of samples per kernel iteration; 0 means 32.
+	// The compiler halves it until the layers fit the card's scratchpad.
 	Batch int
 	// RequireFull refuses a model that the device cannot run entirely
 	// (ErrPartial) instead of splitting it.
@@ -125,7 +126,15 @@ func compile(model []byte, digest string, calib [][]float32, info fpga.Info, opt
 		if err != nil {
 			return nil, fmt.Errorf("compile: %w", err)
 		}
-		p, pl, err := emit(ch, layers, info, opts.Batch, inMax, outMax)
+		// Fewer samples per iteration may fit where more do not.
+		var p *isa.Program
+		var pl *Plan
+		for b := opts.Batch; ; b = (b + 1) / 2 {
+			p, pl, err = emit(ch, layers, info, b, inMax, outMax)
+			if err == nil || b == 1 {
+				break
+			}
+		}
 		if err == nil {
 			if prog, err = p.Encode(); err != nil {
 				return nil, fmt.Errorf("compile: internal error: %w", err)

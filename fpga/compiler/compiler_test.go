@@ -158,6 +158,26 @@ func TestCompileErrors(t *testing.T) {
 	}
 }
 
+func TestBatchShrinksToFit(t *testing.T) {
+	// act 40 bytes per sample, weights 400 bytes: 2·B·40 + 400 <= 1200 needs B <= 10.
+	small := info()
+	small.SPADBytes = 1200
+	a, err := compiler.Compile(onnxtest.MLP(10, []int{40}, 4, 1), calib(4, 10), small, compiler.Options{Batch: 32}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Plan == nil || a.Plan.Batch != 8 || !a.Full() {
+		t.Fatalf("plan %+v, want batch 8 (32 → 16 → 8) on the whole model", a.Plan)
+	}
+	p, err := isa.Decode(a.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.SPADBytes > 1200 || p.InStride != 8*10 || p.OutStride != 8*4*4 {
+		t.Fatalf("program spad %d in stride %d out stride %d", p.SPADBytes, p.InStride, p.OutStride)
+	}
+}
+
 func TestReadCalibration(t *testing.T) {
 	got, err := compiler.ReadCalibration(strings.NewReader("1,2,3,7\n# comment\n\n4,5,6,8\n"), 3, 0)
 	if err != nil || len(got) != 2 || got[1][2] != 6 {

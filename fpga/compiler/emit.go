@@ -135,11 +135,6 @@ func deviceWeights(l *layer) ([]float64, int, int) {
 // the calibrated max |value| of layer i's output, inMax that of the scaled
 // input. It fails (with a reason) when the layers do not fit on chip.
 func emit(ch *chain, layers []*layer, info fpga.Info, batch int, inMax float64, outMax []float64) (*isa.Program, *Plan, error) {
-	for _, l := range layers {
-		if l.in.image || l.out.image {
-			batch = 1 // image layers work on one sample per iteration
-		}
-	}
 	last := layers[len(layers)-1]
 	int32Out := last.kind == kindDense || last.kind == kindConv
 	plan := &Plan{
@@ -209,9 +204,11 @@ func emit(ch *chain, layers []*layer, info fpga.Info, batch int, inMax float64, 
 					flags |= isa.FlagCountPad
 				}
 			}
-			ins(isa.Instr{Op: isa.OpPool, Flags: flags, A: uint32(cur), B: uint32(other),
-				C: uint32(l.in.h), D: uint32(l.in.w), E: uint32(l.in.c), F: isa.Pack(l.kh, l.kw), G: isa.Pack(l.sh, l.sw),
-				H: isa.Pack(l.pt, l.pl), I: uint32(l.out.h), J: uint32(l.out.w)})
+			for s := 0; s < batch; s++ {
+				ins(isa.Instr{Op: isa.OpPool, Flags: flags, A: uint32(cur + s*l.in.n), B: uint32(other + s*l.out.n),
+					C: uint32(l.in.h), D: uint32(l.in.w), E: uint32(l.in.c), F: isa.Pack(l.kh, l.kw), G: isa.Pack(l.sh, l.sw),
+					H: isa.Pack(l.pt, l.pl), I: uint32(l.out.h), J: uint32(l.out.w)})
+			}
 			cur, other = other, cur
 			hwc = []int{l.out.c, l.out.h, l.out.w}
 		case kindDense, kindConv:
@@ -237,37 +234,45 @@ func emit(ch *chain, layers []*layer, info fpga.Info, batch int, inMax float64, 
 			pOff := addConst(params)
 			ins(isa.Instr{Op: isa.OpLoad, Reg: 0, A: wOff, B: uint32(wBase), C: 1, D: uint32(K * N), E: uint32(K * N), F: uint32(K * N)})
 			ins(isa.Instr{Op: isa.OpLoad, Reg: 0, Flags: isa.FlagACC, A: pOff, B: uint32(paramBase), C: 1, D: uint32(12 * N), E: uint32(12 * N), F: uint32(3 * N)})
-			aBase, M := cur, batch
+			// A dense layer multiplies all samples' rows at once; a conv
+			// layer runs once per sample on its patch matrix.
+			samples, M := 1, batch
 			if l.kind == kindConv {
-				ins(isa.Instr{Op: isa.OpIm2Col, A: uint32(cur), B: uint32(patchBase),
-					C: uint32(l.in.h), D: uint32(l.in.w), E: uint32(l.in.c), F: isa.Pack(l.kh, l.kw), G: isa.Pack(l.sh, l.sw),
-					H: isa.Pack(l.pt, l.pl), I: uint32(l.out.h), J: uint32(l.out.w), K: isa.Pack(l.dh, l.dw)})
-				aBase, M = patchBase, l.out.h*l.out.w
+				samples, M = batch, l.out.h*l.out.w
 			}
-			chunk := max(1, min(M, (info.ACCWords-tileBase)/N))
-			for m0 := 0; m0 < M; m0 += chunk {
-				mc := min(chunk, M-m0)
-				for n0 := 0; n0 < N; n0 += info.Cols {
-					nc := min(info.Cols, N-n0)
-					for k0 := 0; k0 < K; k0 += info.Rows {
-						kc := min(info.Rows, K-k0)
-						var f uint8
-						if k0 > 0 {
-							f = isa.FlagAccumulate
+			for s := 0; s < samples; s++ {
+				aBase, outOff := cur, s*l.out.n
+				if l.kind == kindConv {
+					ins(isa.Instr{Op: isa.OpIm2Col, A: uint32(cur + s*l.in.n), B: uint32(patchBase),
+						C: uint32(l.in.h), D: uint32(l.in.w), E: uint32(l.in.c), F: isa.Pack(l.kh, l.kw), G: isa.Pack(l.sh, l.sw),
+						H: isa.Pack(l.pt, l.pl), I: uint32(l.out.h), J: uint32(l.out.w), K: isa.Pack(l.dh, l.dw)})
+					aBase = patchBase
+				}
+				chunk := max(1, min(M, (info.ACCWords-tileBase)/N))
+				for m0 := 0; m0 < M; m0 += chunk {
+					mc := min(chunk, M-m0)
+					for n0 := 0; n0 < N; n0 += info.Cols {
+						nc := min(info.Cols, N-n0)
+						for k0 := 0; k0 < K; k0 += info.Rows {
+							kc := min(info.Rows, K-k0)
+							var f uint8
+							if k0 > 0 {
+								f = isa.FlagAccumulate
+							}
+							ins(isa.Instr{Op: isa.OpMatMul, Flags: f, A: uint32(aBase + m0*K + k0), B: uint32(wBase + k0*N + n0), C: uint32(tileBase + n0),
+								D: uint32(mc), E: uint32(kc), F: uint32(nc), G: uint32(K), H: uint32(N), I: uint32(N)})
 						}
-						ins(isa.Instr{Op: isa.OpMatMul, Flags: f, A: uint32(aBase + m0*K + k0), B: uint32(wBase + k0*N + n0), C: uint32(tileBase + n0),
-							D: uint32(mc), E: uint32(kc), F: uint32(nc), G: uint32(K), H: uint32(N), I: uint32(N)})
 					}
-				}
-				ins(isa.Instr{Op: isa.OpBias, A: uint32(tileBase), B: uint32(paramBase), D: uint32(mc), F: uint32(N), I: uint32(N)})
-				if l.relu {
-					ins(isa.Instr{Op: isa.OpAct, Flags: isa.ActReLU, A: uint32(tileBase), D: uint32(mc), F: uint32(N), I: uint32(N)})
-				}
-				if isLast {
-					ins(isa.Instr{Op: isa.OpStore, Flags: isa.FlagACC, Reg: 2, A: uint32(m0 * N * 4), B: uint32(tileBase), C: uint32(mc), D: uint32(4 * N), E: uint32(4 * N), F: uint32(N)})
-				} else {
-					ins(isa.Instr{Op: isa.OpRequant, A: uint32(tileBase), B: uint32(other + m0*N), C: uint32(paramBase + N), D: uint32(mc), F: uint32(N), G: uint32(N), I: uint32(N),
-						J: uint32(0xffffff80), K: 127})
+					ins(isa.Instr{Op: isa.OpBias, A: uint32(tileBase), B: uint32(paramBase), D: uint32(mc), F: uint32(N), I: uint32(N)})
+					if l.relu {
+						ins(isa.Instr{Op: isa.OpAct, Flags: isa.ActReLU, A: uint32(tileBase), D: uint32(mc), F: uint32(N), I: uint32(N)})
+					}
+					if isLast {
+						ins(isa.Instr{Op: isa.OpStore, Flags: isa.FlagACC, Reg: 2, A: uint32((outOff + m0*N) * 4), B: uint32(tileBase), C: uint32(mc), D: uint32(4 * N), E: uint32(4 * N), F: uint32(N)})
+					} else {
+						ins(isa.Instr{Op: isa.OpRequant, A: uint32(tileBase), B: uint32(other + outOff + m0*N), C: uint32(paramBase + N), D: uint32(mc), F: uint32(N), G: uint32(N), I: uint32(N),
+							J: uint32(0xffffff80), K: 127})
+					}
 				}
 			}
 			if isLast {
