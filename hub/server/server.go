@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/atelier-ml/atelier/hub/internal/api"
 	"github.com/atelier-ml/atelier/hub/internal/blobfs"
@@ -120,6 +121,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	hs := &http.Server{
 		Handler:           a.Handler(),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}

@@ -187,24 +187,34 @@ func populate(ctx context.Context, st *server.Store, o options) error {
 }
 
 // rawInserts measures plain prepared single-row INSERTs into the metrics
-// table, one transaction per batch, at the store's durability settings.
+// table, one transaction per batch, at the store's durability settings,
+// with the data shape of the REST measurement: o.clients runs written in
+// rotation, 20 metrics per batch, steps increasing.
 func rawInserts(ctx context.Context, st *server.Store, o options) (float64, error) {
 	if _, err := st.CreateWorkspace(ctx, "raw", ""); err != nil {
 		return 0, err
 	}
-	r, err := st.CreateRun(ctx, "raw", hub.RunCreate{Experiment: "raw"})
-	if err != nil {
-		return 0, err
-	}
 	db := st.DB()
-	var runID int64
-	if err := db.QueryRowContext(ctx, "SELECT id FROM runs WHERE uid = ?", r.ID).Scan(&runID); err != nil {
-		return 0, err
+	runIDs := make([]int64, o.clients)
+	for i := range runIDs {
+		r, err := st.CreateRun(ctx, "raw", hub.RunCreate{Experiment: "raw"})
+		if err != nil {
+			return 0, err
+		}
+		if err := db.QueryRowContext(ctx, "SELECT id FROM runs WHERE uid = ?", r.ID).Scan(&runIDs[i]); err != nil {
+			return 0, err
+		}
 	}
-	n := o.points / 2
+	names := make([]string, 20)
+	for i := range names {
+		names[i] = "m" + strconv.Itoa(i)
+	}
+	batches := o.points / o.batch / 2
 	t0 := time.Now()
 	now := time.Now().UnixNano()
-	for done := 0; done < n; done += o.batch {
+	for b := range batches {
+		first := (b / o.clients) * o.batch
+		runID := runIDs[b%o.clients]
 		err := func() error {
 			tx, err := db.BeginTx(ctx, nil)
 			if err != nil {
@@ -217,7 +227,7 @@ func rawInserts(ctx context.Context, st *server.Store, o options) (float64, erro
 			}
 			defer stmt.Close()
 			for i := range o.batch {
-				if _, err := stmt.ExecContext(ctx, runID, "loss", int64(done+i), now, float64(i)); err != nil {
+				if _, err := stmt.ExecContext(ctx, runID, names[i%20], int64(first+i), now, float64(i)); err != nil {
 					return err
 				}
 			}
@@ -227,7 +237,7 @@ func rawInserts(ctx context.Context, st *server.Store, o options) (float64, erro
 			return 0, fmt.Errorf("raw inserts: %w", err)
 		}
 	}
-	return float64(n/o.batch*o.batch) / time.Since(t0).Seconds(), nil
+	return float64(batches*o.batch) / time.Since(t0).Seconds(), nil
 }
 
 // body encodes one batch without reflection (the client side must not be

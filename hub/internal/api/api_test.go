@@ -203,6 +203,13 @@ func TestRunLifecycle(t *testing.T) {
 		t.Errorf("tags after deleting x: %v", afterDel.Tags)
 	}
 	e.fails(404, "not_found", "DELETE", runPath+"/tags/x", nil, `tag "x"`)
+	// A key with '/' is deleted with the slash escaped in the path.
+	e.ok(200, "POST", runPath+"/tags", map[string]any{"tags": map[string]string{"ci/job": "7"}}, nil)
+	var afterSlash hub.Run
+	e.ok(200, "DELETE", runPath+"/tags/ci%2Fjob", nil, &afterSlash)
+	if _, ok := afterSlash.Tags["ci/job"]; ok {
+		t.Errorf("tag ci/job not deleted: %v", afterSlash.Tags)
+	}
 
 	// Status machine.
 	e.fails(400, "invalid", "PATCH", runPath, hub.RunUpdate{Status: "done"}, `"done"`)
