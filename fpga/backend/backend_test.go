@@ -11,6 +11,7 @@ import (
 	"github.com/atelier-ml/atelier/fpga/backend"
 	"github.com/atelier-ml/atelier/fpga/compiler"
 	"github.com/atelier-ml/atelier/fpga/emu"
+	"github.com/atelier-ml/atelier/internal/onnx"
 	"github.com/atelier-ml/atelier/internal/onnx/onnxtest"
 	"github.com/atelier-ml/atelier/scoring"
 )
@@ -144,4 +145,38 @@ func TestFaultRecovery(t *testing.T) {
 			t.Fatalf("stats %+v, want one fallback", st)
 		}
 	})
+}
+
+func TestNothingOnDeviceRunsOnCPU(t *testing.T) {
+	_, dev := startEmulator(t, emu.Config{})
+	ctx := context.Background()
+	m := onnxtest.MLPModel(6, []int{5}, 3, 1)
+	m.Graph.Nodes = append([]onnx.Node{{Name: "sig", OpType: "Sigmoid", Inputs: []string{"input"}, Outputs: []string{"s"}}}, m.Graph.Nodes...)
+	m.Graph.Nodes[1].Inputs[0] = "s"
+	model, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := backend.Open(ctx, dev, model, backend.Config{Calibration: split(randRows(40, 8, 6), 6)}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.Artifact().Image != nil {
+		t.Fatal("a model starting with Sigmoid got a device program")
+	}
+	in := []scoring.Tensor{{Name: "input", DataType: scoring.Float32, Shape: []int64{2, 6}, Data: randRows(41, 2, 6)}}
+	got, err := r.Run(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := cpuRun(t, model, in)
+	for i, v := range want[0].Data.([]float32) {
+		if got[0].Data.([]float32)[i] != v {
+			t.Fatalf("output %d = %g, want %g (the whole model runs in ONNX Runtime)", i, got[0].Data.([]float32)[i], v)
+		}
+	}
+	if st := r.Stats(); st.Runs != 0 {
+		t.Fatalf("stats %+v: the device was used", st)
+	}
 }

@@ -171,7 +171,8 @@ func emit(ch *chain, layers []*layer, info fpga.Info, batch int, inMax float64, 
 	}
 	act0, act1, wBase, patchBase := 0, actBytes, 2*actBytes, 2*actBytes+wMax
 
-	p := &isa.Program{Rows: uint16(info.Rows), Cols: uint16(info.Cols), SPADBytes: uint32(max(spad, 1)), ACCWords: uint32(info.ACCWords)}
+	p := &isa.Program{Rows: uint16(info.Rows), Cols: uint16(info.Cols), SPADBytes: uint32(max(spad, 1))}
+	accUsed := 1
 	var consts []byte
 	addConst := func(b []byte) uint32 {
 		for len(consts)%4 != 0 {
@@ -251,6 +252,7 @@ func emit(ch *chain, layers []*layer, info fpga.Info, batch int, inMax float64, 
 				chunk := max(1, min(M, (info.ACCWords-tileBase)/N))
 				for m0 := 0; m0 < M; m0 += chunk {
 					mc := min(chunk, M-m0)
+					accUsed = max(accUsed, tileBase+mc*N)
 					for n0 := 0; n0 < N; n0 += info.Cols {
 						nc := min(info.Cols, N-n0)
 						for k0 := 0; k0 < K; k0 += info.Rows {
@@ -294,6 +296,7 @@ func emit(ch *chain, layers []*layer, info fpga.Info, batch int, inMax float64, 
 	}
 	plan.OutputHWC = hwc
 	p.Consts = consts
+	p.ACCWords = uint32(accUsed)
 	p.InStride = uint32(batch * plan.InBytes)
 	p.OutStride = uint32(batch * plan.OutBytes)
 	if err := p.Validate(); err != nil {
