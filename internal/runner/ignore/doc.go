@@ -10,9 +10,12 @@
 // it; '*' matches anything but '/', '?' one character but '/', "[...]" a
 // class (ranges, "!" or "^" to negate, POSIX "[:alpha:]"-style names, '\'
 // escapes); a leading "**/" matches in all directories, a trailing "/**"
-// everything inside, and "/**/" zero or more directories; other "**" are
-// plain stars. A malformed pattern (an unterminated '[', an unknown
-// "[:class:]", a trailing lone '\') matches nothing, as in git; so does
+// everything inside, and "/**/" zero or more directories (a segment of
+// three or more stars counts as "**"); other "**" are plain stars, as
+// gitignore(5) says (git's implementation differs for a "**" after literal
+// characters of an anchored pattern, such as "c**/x"). A malformed
+// pattern (an unterminated '[', an unknown "[:class:]", a trailing lone
+// '\', an empty segment as in "a//b") matches nothing, as in git; so does
 // a pattern over 64 KiB.
 //
 // A Matcher holds the patterns of several files, each tied to the directory

@@ -74,7 +74,7 @@ func ParsePattern(base, line string) (p Pattern, ok bool) {
 	}
 	if strings.HasSuffix(line, "/") && !escapedAt(line, len(line)-1) {
 		p.dirOnly = true
-		line = strings.TrimRight(line, "/")
+		line = line[:len(line)-1] // one slash only, as git
 	}
 	if line == "" {
 		return Pattern{}, false
@@ -90,10 +90,13 @@ func ParsePattern(base, line string) (p Pattern, ok bool) {
 		p.segs = append(p.segs, segment{doubleStar: true})
 	}
 	for _, part := range parts {
-		if part == "" { // "a//b": git treats it as "a/b"
+		if part == "" {
+			// "a//b", "//a", "a//": no path has an empty component,
+			// so git never matches these.
+			p.invalid = true
 			continue
 		}
-		if part == "**" {
+		if len(part) >= 2 && strings.Trim(part, "*") == "" { // "**", "***", ...
 			if n := len(p.segs); n > 0 && p.segs[n-1].doubleStar {
 				continue // "**/**" is "**"
 			}

@@ -66,6 +66,12 @@ func TestPatternMatch(t *testing.T) {
 		{"middle double star", "", "a/**/b", []probe{
 			{"a/b", false, true}, {"a/x/b", false, true}, {"a/x/y/b", false, true}, {"a/x/y/c", false, false}, {"b", false, false},
 		}},
+		{"more stars than two are a double star", "", "***/d", []probe{
+			{"d", false, true}, {"x/y/d", false, true}, {"xd", false, false},
+		}},
+		{"empty segment matches nothing", "", "a//b", []probe{{"a/b", false, false}, {"a//b", false, false}}},
+		{"leading double slash matches nothing", "", "//**", []probe{{"a", false, false}}},
+		{"only one trailing slash is dir-only", "", "**//", []probe{{"a", true, false}}},
 		{"other double stars are stars", "", "a**z", []probe{
 			{"abcz", false, true}, {"x/abz", false, true}, {"ab/cz", false, false},
 		}},
