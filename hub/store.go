@@ -16,6 +16,7 @@ import (
 type Store interface {
 	WorkspaceStore
 	RunStore
+	ModelStore
 	// Close releases the store. No method may be called after Close.
 	Close() error
 }

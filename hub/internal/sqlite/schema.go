@@ -92,4 +92,49 @@ CREATE TABLE artifacts (
 	PRIMARY KEY (run_id, path)
 ) WITHOUT ROWID;
 `,
+	`
+-- The model registry. models holds the per-name version counter, so version
+-- numbers are assigned in the registering transaction and never reused.
+CREATE TABLE models (
+	id           INTEGER PRIMARY KEY,
+	workspace_id INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+	name         TEXT NOT NULL,
+	created_at   INTEGER NOT NULL,
+	last_version INTEGER NOT NULL DEFAULT 0,
+	UNIQUE (workspace_id, name)
+);
+-- Lineage is kept by run uid and experiment name (text), so it reads the
+-- same however the run is later stored.
+CREATE TABLE model_versions (
+	id            INTEGER PRIMARY KEY,
+	model_id      INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+	version       INTEGER NOT NULL,
+	sha256        TEXT NOT NULL,
+	size          INTEGER NOT NULL,
+	description   TEXT NOT NULL DEFAULT '',
+	ir_version    INTEGER NOT NULL,
+	opset         INTEGER NOT NULL,
+	producer      TEXT NOT NULL DEFAULT '',
+	signature     TEXT NOT NULL,
+	run_uid       TEXT NOT NULL DEFAULT '',
+	experiment    TEXT NOT NULL DEFAULT '',
+	artifact_path TEXT NOT NULL DEFAULT '',
+	created_at    INTEGER NOT NULL,
+	UNIQUE (model_id, version)
+);
+CREATE INDEX model_versions_sha256 ON model_versions (sha256);
+CREATE TABLE model_version_tags (
+	version_id INTEGER NOT NULL REFERENCES model_versions(id) ON DELETE CASCADE,
+	key        TEXT NOT NULL,
+	value      TEXT NOT NULL,
+	PRIMARY KEY (version_id, key)
+) WITHOUT ROWID;
+CREATE TABLE model_aliases (
+	model_id   INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+	alias      TEXT NOT NULL,
+	version_id INTEGER NOT NULL REFERENCES model_versions(id) ON DELETE CASCADE,
+	PRIMARY KEY (model_id, alias)
+) WITHOUT ROWID;
+CREATE INDEX model_aliases_version ON model_aliases (version_id);
+`,
 }
