@@ -145,29 +145,46 @@ func emit(ch *chain, layers []*layer, info fpga.Info, batch int, inMax float64, 
 	sIn := scaleOf(inMax)
 	plan.InputScale = sIn / ch.scale
 
-	// On-chip budget.
+	// On-chip budget: two activation buffers, the patch matrix, and
+	// weights. A layer whose K×N weights do not fit is processed in
+	// column blocks that do (a multiple of the array width).
 	act := ch.inputShape.n
-	wMax, patchMax, nMax := 0, 0, 1
+	patchMax := 0
 	for _, l := range layers {
 		act = max(act, l.out.n)
-		if l.kind == kindDense || l.kind == kindConv {
-			_, K, N := deviceWeights(l)
-			wMax = max(wMax, K*N)
-			nMax = max(nMax, N)
-		}
 		if l.kind == kindConv {
 			patchMax = max(patchMax, l.out.h*l.out.w*l.kh*l.kw*l.in.c)
 		}
 	}
 	actBytes := batch * act
-	spad := 2*actBytes + wMax + patchMax
+	room := info.SPADBytes - 2*actBytes - patchMax
+	wMax, nbMax := 0, 1
+	block := make([]int, len(layers)) // column block width per layer
+	for i, l := range layers {
+		if l.kind != kindDense && l.kind != kindConv {
+			continue
+		}
+		_, K, N := deviceWeights(l)
+		nb := N
+		if K*N > room {
+			nb = max(room, 0) / K / info.Cols * info.Cols
+		}
+		if nb == 0 {
+			return nil, nil, fmt.Errorf("needs %d scratchpad bytes for activations and patches plus %d for one %d-column weight block, device has %d",
+				2*actBytes+patchMax, K*info.Cols, info.Cols, info.SPADBytes)
+		}
+		block[i] = nb
+		wMax = max(wMax, K*nb)
+		nbMax = max(nbMax, nb)
+	}
+	spad := 2*actBytes + patchMax + wMax
 	if spad > info.SPADBytes {
 		return nil, nil, fmt.Errorf("needs %d scratchpad bytes, device has %d", spad, info.SPADBytes)
 	}
 	paramBase := 0
-	tileBase := 3 * nMax
-	if tileBase+nMax > info.ACCWords {
-		return nil, nil, fmt.Errorf("a %d-channel layer needs %d accumulator words, device has %d", nMax, tileBase+nMax, info.ACCWords)
+	tileBase := 3 * nbMax
+	if tileBase+nbMax > info.ACCWords {
+		return nil, nil, fmt.Errorf("a %d-column block needs %d accumulator words, device has %d", nbMax, tileBase+nbMax, info.ACCWords)
 	}
 	act0, act1, wBase, patchBase := 0, actBytes, 2*actBytes, 2*actBytes+wMax
 
@@ -219,7 +236,6 @@ func emit(ch *chain, layers []*layer, info fpga.Info, batch int, inMax float64, 
 			for j, v := range wq {
 				wb[j] = byte(v)
 			}
-			wOff := addConst(wb)
 			sY := scaleOf(outMax[i])
 			params := make([]byte, 12*N)
 			outScales := make([]float64, N)
@@ -232,48 +248,63 @@ func emit(ch *chain, layers []*layer, info fpga.Info, batch int, inMax float64, 
 				binary.LittleEndian.PutUint32(params[4*(2*N+j):], uint32(s))
 				outScales[j] = accScale
 			}
-			pOff := addConst(params)
-			ins(isa.Instr{Op: isa.OpLoad, Reg: 0, A: wOff, B: uint32(wBase), C: 1, D: uint32(K * N), E: uint32(K * N), F: uint32(K * N)})
-			ins(isa.Instr{Op: isa.OpLoad, Reg: 0, Flags: isa.FlagACC, A: pOff, B: uint32(paramBase), C: 1, D: uint32(12 * N), E: uint32(12 * N), F: uint32(3 * N)})
-			// A dense layer multiplies all samples' rows at once; a conv
-			// layer runs once per sample on its patch matrix.
-			samples, M := 1, batch
-			if l.kind == kindConv {
-				samples, M = batch, l.out.h*l.out.w
-			}
-			for s := 0; s < samples; s++ {
-				aBase, outOff := cur, s*l.out.n
-				if l.kind == kindConv {
-					ins(isa.Instr{Op: isa.OpIm2Col, A: uint32(cur + s*l.in.n), B: uint32(patchBase),
-						C: uint32(l.in.h), D: uint32(l.in.w), E: uint32(l.in.c), F: isa.Pack(l.kh, l.kw), G: isa.Pack(l.sh, l.sw),
-						H: isa.Pack(l.pt, l.pl), I: uint32(l.out.h), J: uint32(l.out.w), K: isa.Pack(l.dh, l.dw)})
-					aBase = patchBase
+			// Constants per column block: the K×nb weight block, then
+			// bias, multipliers and shifts of its nb channels.
+			nb := block[i]
+			for c0 := 0; c0 < N; c0 += nb {
+				bw := min(nb, N-c0)
+				wblk := make([]byte, 0, K*bw)
+				for k := 0; k < K; k++ {
+					wblk = append(wblk, wb[k*N+c0:k*N+c0+bw]...)
 				}
-				chunk := max(1, min(M, (info.ACCWords-tileBase)/N))
-				for m0 := 0; m0 < M; m0 += chunk {
-					mc := min(chunk, M-m0)
-					accUsed = max(accUsed, tileBase+mc*N)
-					for n0 := 0; n0 < N; n0 += info.Cols {
-						nc := min(info.Cols, N-n0)
-						for k0 := 0; k0 < K; k0 += info.Rows {
-							kc := min(info.Rows, K-k0)
-							var f uint8
-							if k0 > 0 {
-								f = isa.FlagAccumulate
+				wOff := addConst(wblk)
+				pblk := make([]byte, 0, 12*bw)
+				for part := 0; part < 3; part++ {
+					pblk = append(pblk, params[4*(part*N+c0):4*(part*N+c0+bw)]...)
+				}
+				pOff := addConst(pblk)
+				ins(isa.Instr{Op: isa.OpLoad, Reg: 0, A: wOff, B: uint32(wBase), C: 1, D: uint32(K * bw), E: uint32(K * bw), F: uint32(K * bw)})
+				ins(isa.Instr{Op: isa.OpLoad, Reg: 0, Flags: isa.FlagACC, A: pOff, B: uint32(paramBase), C: 1, D: uint32(12 * bw), E: uint32(12 * bw), F: uint32(3 * bw)})
+				// A dense layer multiplies all samples' rows at once; a conv
+				// layer runs once per sample on its patch matrix.
+				samples, M := 1, batch
+				if l.kind == kindConv {
+					samples, M = batch, l.out.h*l.out.w
+				}
+				for s := 0; s < samples; s++ {
+					aBase, outOff := cur, s*l.out.n+c0
+					if l.kind == kindConv {
+						ins(isa.Instr{Op: isa.OpIm2Col, A: uint32(cur + s*l.in.n), B: uint32(patchBase),
+							C: uint32(l.in.h), D: uint32(l.in.w), E: uint32(l.in.c), F: isa.Pack(l.kh, l.kw), G: isa.Pack(l.sh, l.sw),
+							H: isa.Pack(l.pt, l.pl), I: uint32(l.out.h), J: uint32(l.out.w), K: isa.Pack(l.dh, l.dw)})
+						aBase = patchBase
+					}
+					chunk := max(1, min(M, (info.ACCWords-tileBase)/bw))
+					for m0 := 0; m0 < M; m0 += chunk {
+						mc := min(chunk, M-m0)
+						accUsed = max(accUsed, tileBase+mc*bw)
+						for n0 := 0; n0 < bw; n0 += info.Cols {
+							nc := min(info.Cols, bw-n0)
+							for k0 := 0; k0 < K; k0 += info.Rows {
+								kc := min(info.Rows, K-k0)
+								var f uint8
+								if k0 > 0 {
+									f = isa.FlagAccumulate
+								}
+								ins(isa.Instr{Op: isa.OpMatMul, Flags: f, A: uint32(aBase + m0*K + k0), B: uint32(wBase + k0*bw + n0), C: uint32(tileBase + n0),
+									D: uint32(mc), E: uint32(kc), F: uint32(nc), G: uint32(K), H: uint32(bw), I: uint32(bw)})
 							}
-							ins(isa.Instr{Op: isa.OpMatMul, Flags: f, A: uint32(aBase + m0*K + k0), B: uint32(wBase + k0*N + n0), C: uint32(tileBase + n0),
-								D: uint32(mc), E: uint32(kc), F: uint32(nc), G: uint32(K), H: uint32(N), I: uint32(N)})
 						}
-					}
-					ins(isa.Instr{Op: isa.OpBias, A: uint32(tileBase), B: uint32(paramBase), D: uint32(mc), F: uint32(N), I: uint32(N)})
-					if l.relu {
-						ins(isa.Instr{Op: isa.OpAct, Flags: isa.ActReLU, A: uint32(tileBase), D: uint32(mc), F: uint32(N), I: uint32(N)})
-					}
-					if isLast {
-						ins(isa.Instr{Op: isa.OpStore, Flags: isa.FlagACC, Reg: 2, A: uint32((outOff + m0*N) * 4), B: uint32(tileBase), C: uint32(mc), D: uint32(4 * N), E: uint32(4 * N), F: uint32(N)})
-					} else {
-						ins(isa.Instr{Op: isa.OpRequant, A: uint32(tileBase), B: uint32(other + outOff + m0*N), C: uint32(paramBase + N), D: uint32(mc), F: uint32(N), G: uint32(N), I: uint32(N),
-							J: uint32(0xffffff80), K: 127})
+						ins(isa.Instr{Op: isa.OpBias, A: uint32(tileBase), B: uint32(paramBase), D: uint32(mc), F: uint32(bw), I: uint32(bw)})
+						if l.relu {
+							ins(isa.Instr{Op: isa.OpAct, Flags: isa.ActReLU, A: uint32(tileBase), D: uint32(mc), F: uint32(bw), I: uint32(bw)})
+						}
+						if isLast {
+							ins(isa.Instr{Op: isa.OpStore, Flags: isa.FlagACC, Reg: 2, A: uint32((outOff + m0*N) * 4), B: uint32(tileBase), C: uint32(mc), D: uint32(4 * bw), E: uint32(4 * N), F: uint32(bw)})
+						} else {
+							ins(isa.Instr{Op: isa.OpRequant, A: uint32(tileBase), B: uint32(other + outOff + m0*N), C: uint32(paramBase + bw), D: uint32(mc), F: uint32(bw), G: uint32(N), I: uint32(bw),
+								J: uint32(0xffffff80), K: 127})
+						}
 					}
 				}
 			}
