@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -31,7 +32,7 @@ func TestIgnoreAgreesWithGitRandom(t *testing.T) {
 	r := rand.New(rand.NewSource(1))
 	env := append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
 	fails := 0
-	for range *gitDiffN {
+	randomFile := func() string {
 		var lines []string
 		for n := 1 + r.Intn(3); len(lines) < n; {
 			var b strings.Builder
@@ -44,18 +45,27 @@ func TestIgnoreAgreesWithGitRandom(t *testing.T) {
 			}
 			lines = append(lines, b.String())
 		}
-		gitignore := strings.Join(lines, "\n") + "\n"
+		return strings.Join(lines, "\n") + "\n"
+	}
+	for range *gitDiffN {
+		// A root file always, one in a/ half of the time.
+		ignores := map[string]string{".gitignore": randomFile()}
+		if r.Intn(2) == 0 {
+			ignores["a/.gitignore"] = randomFile()
+		}
+		gitignore := fmt.Sprint(ignores)
 		dir := t.TempDir()
-		for _, p := range append(paths, ".gitignore") {
+		for _, p := range paths {
 			full := filepath.Join(dir, filepath.FromSlash(p))
 			if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			data := []byte(nil)
-			if p == ".gitignore" {
-				data = []byte(gitignore)
+			if err := os.WriteFile(full, nil, 0o644); err != nil {
+				t.Fatal(err)
 			}
-			if err := os.WriteFile(full, data, 0o644); err != nil {
+		}
+		for p, data := range ignores {
+			if err := os.WriteFile(filepath.Join(dir, filepath.FromSlash(p)), []byte(data), 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -85,7 +95,7 @@ func TestIgnoreAgreesWithGitRandom(t *testing.T) {
 		}
 		sort.Strings(got)
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
-			t.Errorf(".gitignore %q:\nPack keeps %q\ngit keeps  %q", gitignore, got, want)
+			t.Errorf("ignore files %q:\nPack keeps %q\ngit keeps  %q", gitignore, got, want)
 			if fails++; fails == 5 {
 				t.FailNow()
 			}
