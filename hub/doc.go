@@ -34,6 +34,22 @@
 //	GET    /api/v1/workspaces/{ws}/runs/{run}/artifacts/{path...}                      -> raw bytes
 //	PUT    /api/v1/workspaces/{ws}/runs/{run}/snapshot        tar.gz bytes             -> Blob
 //	GET    /api/v1/workspaces/{ws}/runs/{run}/snapshot                                 -> tar.gz bytes
+//	POST   /api/v1/workspaces/{ws}/models/{name}/versions[?description=&tag=K=V&run=&path=]  raw ONNX bytes -> 201 ModelVersion
+//	GET    /api/v1/workspaces/{ws}/models                                              -> []Model
+//	GET    /api/v1/workspaces/{ws}/models/{name}/versions                              -> []ModelVersion (newest first)
+//	GET    /api/v1/workspaces/{ws}/models/{name}/versions/{version}                    -> ModelVersion
+//	GET    /api/v1/workspaces/{ws}/models/{name}/versions/{version}/content            -> ONNX bytes
+//	POST   /api/v1/workspaces/{ws}/models/{name}/versions/{version}/tags {"tags": {k: v}} -> ModelVersion
+//	DELETE /api/v1/workspaces/{ws}/models/{name}/versions/{n}[?force=true]             -> 204 (409 if deployed or aliased)
+//	PUT    /api/v1/workspaces/{ws}/models/{name}/aliases/{alias}  {"version": N}       -> ModelVersion
+//	DELETE /api/v1/workspaces/{ws}/models/{name}/aliases/{alias}                       -> 204
+//
+// A model version is registered with the ONNX file as the raw body, or with
+// an empty body and run=RUN&path=ARTIFACT naming a run artifact (the
+// version then shares the artifact's blob and keeps the run as lineage). The
+// hub decodes the file before storing anything; a file that is not a valid
+// ONNX model or uses external data is a 400. {version} is a number,
+// "latest", an alias or "@alias"; deletes take only a number.
 //
 // A log stream with follow=true stays open, sending lines as they are
 // appended, until the run reaches a final status or the client goes away.

@@ -107,7 +107,7 @@ func (a *API) routes() []Route {
 		one = ws + "/{ws}"
 		run = one + "/runs/{run}"
 	)
-	return []Route{
+	return append([]Route{
 		{Method: "GET", Pattern: "/healthz", Summary: "Liveness", Response: "Health", Status: 200, handler: a.health},
 		{Method: "GET", Pattern: "/openapi.json", Summary: "This document", Response: "object", Status: 200, handler: a.openapi},
 		{Method: "POST", Pattern: ws, Summary: "Create a workspace", Request: "WorkspaceCreate", Response: "Workspace", Status: 201, handler: a.createWorkspace},
@@ -133,5 +133,5 @@ func (a *API) routes() []Route {
 		{Method: "GET", Pattern: run + "/artifacts/{path...}", Summary: "Download an artifact", Response: "binary", Status: 200, handler: a.getArtifact},
 		{Method: "PUT", Pattern: run + "/snapshot", Summary: "Upload the script snapshot (tar.gz)", Request: "binary", Response: "Blob", Status: 200, handler: a.putSnapshot},
 		{Method: "GET", Pattern: run + "/snapshot", Summary: "Download the script snapshot", Response: "binary", Status: 200, handler: a.getSnapshot},
-	}
+	}, a.modelRoutes(one)...)
 }
