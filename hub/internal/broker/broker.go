@@ -24,6 +24,9 @@ type Config struct {
 	StoreDir string // JetStream store directory
 	// ReadyTimeout bounds Start's wait for the listeners (default 10s).
 	ReadyTimeout time.Duration
+	// Auth, when set, makes every client authenticate and limits each
+	// agent to its own topics (auth.go). Nil leaves the broker open.
+	Auth *AuthConfig
 }
 
 // Broker is a running embedded NATS server. Start it, then Shutdown it.
@@ -32,6 +35,7 @@ type Broker struct {
 	log  *slog.Logger
 	opts *server.Options
 	ns   *server.Server
+	auth *authenticator // nil without Config.Auth
 }
 
 // New checks cfg and returns a broker that is not started yet.
@@ -62,7 +66,16 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 		NoSigs:     true,
 		MQTT:       server.MQTTOpts{Host: mh, Port: mp},
 	}
-	return &Broker{cfg: cfg, log: log, opts: opts}, nil
+	b := &Broker{cfg: cfg, log: log, opts: opts}
+	if cfg.Auth != nil {
+		ac := *cfg.Auth
+		if err := ac.check(); err != nil {
+			return nil, err
+		}
+		b.auth = &authenticator{cfg: ac, hubHash: HashSecret(ac.HubSecret), log: log}
+		opts.CustomClientAuthentication = b.auth
+	}
+	return b, nil
 }
 
 // hostPort splits addr; port 0 becomes -1, NATS's "pick a free port".
@@ -89,6 +102,9 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	ns.SetLoggerV2(&logAdapter{log: b.log}, false, false, false)
 	b.ns = ns
+	if b.auth != nil {
+		b.auth.srv.Store(ns)
+	}
 	ns.Start()
 	if !ns.ReadyForConnections(b.cfg.ReadyTimeout) {
 		ns.Shutdown()

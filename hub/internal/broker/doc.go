@@ -3,6 +3,15 @@
 // is transport, not storage of record: nothing the hub promises to keep may
 // live only here.
 //
-// It does not define topics or authenticate agents yet; the hub side of the
-// agent protocol will build on it.
+// With Config.Auth set (auth.go) every client authenticates: the hub's own
+// clients as HubUser with a per-process secret (full rights), each agent
+// with its id and secret, checked against a Credentials (Registry is the
+// in-memory one; the agent store will persist hashes) and limited to
+// publishing reported, presence, telemetry and chunks/request and
+// subscribing to desired and chunks/response under its own id, with its
+// MQTT client id equal to its agent id. Revocation is Credentials-side
+// removal plus DisconnectAgent.
+//
+// It does not define the protocol's topics (proto/agent/v1/topics) or
+// speak the protocol (hub/internal/fleet).
 package broker
