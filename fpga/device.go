@@ -46,6 +46,7 @@ const (
 	FaultDMATimeout Fault = 2
 	FaultBitFlip    Fault = 3
 	FaultDeviceLost Fault = 4
+	FaultDMAStuck   Fault = 5
 )
 
 // Transport carries Device calls to a card. Implementations must be safe

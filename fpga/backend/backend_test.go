@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/atelier-ml/atelier/fpga"
@@ -111,6 +112,43 @@ func TestFaultRecovery(t *testing.T) {
 			}
 		})
 	}
+	t.Run("card that stays down after a reset fails clearly", func(t *testing.T) {
+		_, dev := startEmulator(t, emu.Config{})
+		r, err := backend.Open(ctx, dev, model, backend.Config{Calibration: calib}, quiet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if err := dev.InjectFault(ctx, fpga.FaultDMAStuck, 0); err != nil {
+			t.Fatal(err)
+		}
+		_, err = r.Run(ctx, in)
+		if !errors.Is(err, scoring.ErrBackend) || !errors.Is(err, fpga.ErrDMA) || !strings.Contains(err.Error(), "failed again after a reset") {
+			t.Fatalf("Run on a stuck card: %v, want ErrBackend and ErrDMA after one retry", err)
+		}
+		if st := r.Stats(); st.Retries != 1 || st.Fallbacks != 0 {
+			t.Fatalf("stats %+v, want one retry and no fallback", st)
+		}
+	})
+	t.Run("card that stays down falls back to cpu", func(t *testing.T) {
+		_, dev := startEmulator(t, emu.Config{})
+		r, err := backend.Open(ctx, dev, model, backend.Config{Calibration: calib, FallbackCPU: true}, quiet())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if err := dev.InjectFault(ctx, fpga.FaultDMAStuck, 0); err != nil {
+			t.Fatal(err)
+		}
+		out, err := r.Run(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, out)
+		if st := r.Stats(); st.Retries != 1 || st.Fallbacks != 1 {
+			t.Fatalf("stats %+v, want one retry, then the fallback", st)
+		}
+	})
 	t.Run("device lost fails clearly", func(t *testing.T) {
 		_, dev := startEmulator(t, emu.Config{})
 		r, err := backend.Open(ctx, dev, model, backend.Config{Calibration: calib}, quiet())

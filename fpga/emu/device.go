@@ -96,10 +96,11 @@ const (
 	FaultDMATimeout       // the next DMA (host copy or kernel run) never completes
 	FaultBitFlip          // the next host copy flips one bit in transit (the transfer CRC catches it)
 	FaultDeviceLost       // the card stops answering: every later request fails with StatusLost
+	FaultDMAStuck         // from now on every DMA times out, across resets (the card stays down)
 	numFaults
 )
 
-var faultNames = [...]string{"none", "reset", "dma_timeout", "bit_flip", "device_lost"}
+var faultNames = [...]string{"none", "reset", "dma_timeout", "bit_flip", "device_lost", "dma_stuck"}
 
 func (f Fault) String() string {
 	if f < numFaults {
@@ -115,7 +116,7 @@ func ParseFault(s string) (Fault, error) {
 			return Fault(i), nil
 		}
 	}
-	return FaultNone, fmt.Errorf("fault %q: want one of reset, dma_timeout, bit_flip, device_lost", s)
+	return FaultNone, fmt.Errorf("fault %q: want one of reset, dma_timeout, bit_flip, device_lost, dma_stuck", s)
 }
 
 type region struct {
@@ -151,9 +152,10 @@ type Device struct {
 	gen     uint64        // incremented by every reset
 	hung    chan struct{} // closed on reset: releases a hung run
 
-	pending Fault
-	after   uint32 // requests until pending fires
-	lost    bool
+	pending  Fault
+	after    uint32 // requests until pending fires
+	lost     bool
+	dmaStuck bool // every DMA times out; a reset does not help
 }
 
 // NewDevice returns an emulated card. It fails if cfg is invalid.
@@ -226,7 +228,19 @@ func (d *Device) begin(accept ...Fault) (Fault, error) {
 	if d.lost {
 		return FaultNone, ErrDeviceLost
 	}
-	switch f := d.arm(accept); f {
+	f := d.arm(accept)
+	if f == FaultDMAStuck {
+		d.dmaStuck = true
+		f = FaultNone
+	}
+	if d.dmaStuck && f == FaultNone {
+		for _, a := range accept {
+			if a == FaultDMATimeout {
+				f = FaultDMATimeout
+			}
+		}
+	}
+	switch f {
 	case FaultReset:
 		d.resetLocked()
 		return FaultNone, ErrReset
