@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/atelier-ml/atelier/internal/onnx/onnxtest"
 	"github.com/atelier-ml/atelier/scoring"
@@ -431,5 +432,50 @@ func TestLoadRejectsBadModel(t *testing.T) {
 	os.WriteFile(p, []byte("not a model"), 0o644)
 	if _, err := ort.Open(p, ort.Config{}, discard()); err == nil {
 		t.Fatal("opened a file that is not ONNX")
+	}
+}
+
+// TestHTTPBatchingWithORT sends four concurrent requests of different sizes
+// to a real ONNX Runtime model with MaxBatch 4 and a max delay far beyond
+// the test, so they must run as one batch; each answer must still be its own
+// rows' output.
+func TestHTTPBatchingWithORT(t *testing.T) {
+	e := newEnv(t, scoring.ServerConfig{}, scoring.RegistryConfig{Batch: scoring.BatchConfig{MaxBatch: 4, MaxDelay: time.Hour}})
+	e.load("mlp", "", mlpPath(t, 3, []int{5}, 2, 9))
+	var wg sync.WaitGroup
+	for i, rows := range []int{1, 3, 2, 1} {
+		wg.Go(func() {
+			x := make([]float32, 3*rows)
+			for k := range x {
+				x[k] = float32(i*10+k) / 7
+			}
+			code, _, body := e.do("POST", "/v2/models/mlp/infer", inferBody(x, rows))
+			if code != 200 {
+				t.Errorf("request %d: %d %s", i, code, body)
+				return
+			}
+			var r inferResponse
+			if err := json.Unmarshal(body, &r); err != nil {
+				t.Error(err)
+				return
+			}
+			if fmt.Sprint(r.Outputs[0].Shape) != fmt.Sprintf("[%d 2]", rows) {
+				t.Errorf("request %d: shape %v", i, r.Outputs[0].Shape)
+			}
+			if err := closeTo(r.Outputs[0].Data, onnxtest.MLPOutput(3, []int{5}, 2, 9, x), 1e-5); err != nil {
+				t.Errorf("request %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	_, _, m := e.do("GET", "/metrics", "")
+	for _, want := range []string{
+		`atelier_scoring_batch_size_count{model="mlp",version="1"} 1` + "\n",
+		`atelier_scoring_batch_size_sum{model="mlp",version="1"} 4` + "\n",
+		`atelier_scoring_requests_total{model="mlp",version="1",outcome="ok"} 4` + "\n",
+	} {
+		if !strings.Contains(string(m), want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 }
