@@ -224,7 +224,11 @@ func (r *Runner) deviceOnce(ctx context.Context, x []float32, n int) ([]float32,
 	}
 	p := r.art.Plan
 	per := r.cfg.MaxIterations * p.Batch
-	out := make([]float32, 0, n*len(p.DequantizeOutput(make([]byte, p.OutBytes), 1)))
+	perOut := 1
+	for _, d := range p.OutputDims {
+		perOut *= int(d)
+	}
+	out := make([]float32, 0, n*perOut)
 	for s0 := 0; s0 < n; s0 += per {
 		cnt := min(per, n-s0)
 		iters := (cnt + p.Batch - 1) / p.Batch
