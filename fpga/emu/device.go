@@ -25,6 +25,10 @@ type Config struct {
 	DMASetupCycles   int
 	VectorLanes      int
 	GatherBytes      int
+	// Pace makes a kernel run take at least its modelled device time
+	// (cycles / clock) of wall time, so host-side timing looks like the
+	// card's. Off by default: tests want results fast.
+	Pace bool
 }
 
 // DefaultConfig is a 32×32 array at 250 MHz with 256 MiB of DRAM, an
@@ -493,9 +497,20 @@ func (d *Device) Start(id uint32, iterations uint32, args [isa.NumRegs - 1]uint6
 			close(r.done)
 			return
 		}
+		began := time.Now()
 		d.mu.Lock()
 		r.cycles, r.err = d.core.Run(p.prog, lockedMem{d}, regs, int(iterations))
-		d.running = false
+		d.mu.Unlock()
+		if d.cfg.Pace {
+			select {
+			case <-time.After(time.Until(began.Add(d.DeviceTime(r.cycles)))):
+			case <-hung: // a reset abandons the run
+			}
+		}
+		d.mu.Lock()
+		if d.gen == gen {
+			d.running = false
+		}
 		d.mu.Unlock()
 		close(r.done)
 	}()

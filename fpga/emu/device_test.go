@@ -114,3 +114,30 @@ func TestListenUnix(t *testing.T) {
 		t.Fatal("listening over a regular file succeeded")
 	}
 }
+
+func TestPaceTakesAtLeastTheDeviceTime(t *testing.T) {
+	// 1 kHz clock: a 2-iteration NOP program (2 cycles) takes 2 ms of device time.
+	d, err := NewDevice(Config{ClockHz: 1000, Pace: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &isa.Program{Rows: 32, Cols: 32, SPADBytes: 1, ACCWords: 1, Instrs: []isa.Instr{{Op: isa.OpNop}}}
+	img, _ := p.Encode()
+	id, _, err := d.LoadProgram(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	rid, err := d.Start(id, 2, [isa.NumRegs - 1]uint64{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cycles, err := d.Wait(rid, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A lower bound only: pacing never finishes early.
+	if el := time.Since(start); cycles != 2 || el < d.DeviceTime(cycles) {
+		t.Fatalf("%d cycles in %v, want 2 cycles taking at least %v", cycles, el, d.DeviceTime(cycles))
+	}
+}

@@ -10,7 +10,7 @@
 // (package fpga/internal/wire) on a listener; the CLI runs it as
 // `atelier-agent fpga sim`.
 //
-// It does not pace execution to the modelled clock: a run finishes as fast
-// as the host computes it, and the modelled device time is reported with
-// its cycle count.
+// By default a run finishes as fast as the host computes it and reports
+// its modelled device time with its cycle count; Config.Pace makes runs
+// take at least that long.
 package emu
