@@ -80,8 +80,10 @@ type Config struct {
 }
 
 // Device is an open card. It is safe for concurrent use; the card runs
-// one kernel at a time (a second Start fails with ErrBusy). Close releases
-// the transport, not the card's buffers.
+// one kernel at a time (a second Start fails with ErrBusy). The Unix
+// transport serializes calls on one connection, so a Wait holds back
+// other calls until it returns. Close releases the transport, not the
+// card's buffers.
 type Device struct {
 	t   Transport
 	log *slog.Logger
