@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -387,5 +388,29 @@ echo after
 	}
 	if !strings.Contains(stderr.String(), "hub reachable again") {
 		t.Errorf("stderr = %q, want the recovery reported", stderr.String())
+	}
+}
+
+// TestSubmitRealHubRefusalIsNotRetried: the real client maps a 409 (a
+// write-once param changed by the command) to hub.ErrConflict, which
+// Submit reports at once instead of retrying; the run still completes.
+func TestSubmitRealHubRefusalIsNotRetried(t *testing.T) {
+	c, url := startHub(t)
+	ctx := context.Background()
+	var stderr lockedBuffer
+	code, err := runner.Submit(ctx, c, runner.Options{
+		Workspace: "ws", Experiment: "conflict", Dir: t.TempDir(), HubURL: url,
+		Command: []string{"sh", "-c", "echo '::param name=lr value=0.5'"}, Params: map[string]string{"lr": "0.1"},
+		TempDir: t.TempDir(),
+	}, io.Discard, &stderr, nil)
+	if code != 0 || !errors.Is(err, runner.ErrRecording) || !strings.Contains(err.Error(), `hub refused param "lr"`) {
+		t.Fatalf("Submit = %d, %v; want 0 and ErrRecording naming the refused param", code, err)
+	}
+	if strings.Contains(stderr.String(), "unreachable") {
+		t.Errorf("a refusal was treated as an outage: %s", stderr.String())
+	}
+	runs, err := c.ListRuns(ctx, "ws", client.RunQuery{Experiment: "conflict"})
+	if err != nil || len(runs) != 1 || runs[0].Status != hub.StatusCompleted || runs[0].Params["lr"] != "0.1" {
+		t.Fatalf("runs = %+v, %v; want one completed run with lr=0.1", runs, err)
 	}
 }
