@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -69,11 +71,13 @@ func Compile(model []byte, calib [][]float32, info fpga.Info, opts Options, log 
 	if opts.CacheDir != "" {
 		h := sha256.New()
 		fmt.Fprintf(h, "%s\n%s\n%s\nbatch=%d full=%v\n", Version, digest, info, opts.Batch, opts.RequireFull)
+		var buf []byte
 		for _, s := range calib {
+			buf = binary.LittleEndian.AppendUint32(buf[:0], uint32(len(s)))
 			for _, v := range s {
-				fmt.Fprintf(h, "%g,", v)
+				buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
 			}
-			h.Write([]byte{'\n'})
+			h.Write(buf)
 		}
 		key = hex.EncodeToString(h.Sum(nil))
 		if a, err := loadCached(opts.CacheDir, key); err == nil {
