@@ -200,4 +200,3 @@ func (f *Fleet) wait(tok mqtt.Token) {
 		f.log.Warn("fleet: chunk response not sent", "error", err)
 	}
 }
-

@@ -179,15 +179,29 @@ func (f *Fleet) onConnect(c mqtt.Client) {
 		topics.All(topics.Presence):      1,
 		topics.All(topics.ChunksRequest): 1,
 	}
-	tok := c.SubscribeMultiple(subs, nil)
-	if !tok.WaitTimeout(f.cfg.Timeout) || tok.Error() != nil {
-		f.log.Error("fleet: subscribe failed; dropping the connection to retry", "error", tok.Error())
-		c.Disconnect(0) // Run's loop notices and reconnects
-		return
-	}
-	for topic, q := range tok.(*mqtt.SubscribeToken).Result() {
-		if q > 1 {
-			f.log.Error("fleet: subscription refused by the broker", "topic", topic, "granted", q)
+	for attempt := 1; ; attempt++ {
+		tok := c.SubscribeMultiple(subs, nil)
+		var err error
+		if !tok.WaitTimeout(f.cfg.Timeout) {
+			err = fmt.Errorf("no answer after %v", f.cfg.Timeout)
+		} else if err = tok.Error(); err == nil {
+			for topic, q := range tok.(*mqtt.SubscribeToken).Result() {
+				if q > 1 {
+					err = fmt.Errorf("subscription to %s refused by the broker (granted %#x)", topic, q)
+				}
+			}
+		}
+		if err == nil {
+			break
+		}
+		f.log.Error("fleet: subscribe failed; retrying", "attempt", attempt, "error", err)
+		select {
+		case <-f.stop:
+			return
+		case <-time.After(time.Second):
+		}
+		if !c.IsConnectionOpen() {
+			return // the next OnConnect subscribes
 		}
 	}
 	f.log.Info("fleet: connected and subscribed", "broker", f.cfg.Broker)
@@ -249,6 +263,9 @@ func (f *Fleet) dispatch(ctx context.Context, m mqtt.Message) {
 	}
 	switch leaf {
 	case topics.Reported:
+		if m.Retained() {
+			return // agents never retain reports: a stale or forged one
+		}
 		var r agentv1.ReportedState
 		if err := proto.Unmarshal(m.Payload(), &r); err != nil {
 			f.log.Warn("fleet: undecodable reported state dropped", "agent", agent, "bytes", len(m.Payload()), "error", err)
@@ -267,6 +284,9 @@ func (f *Fleet) dispatch(ctx context.Context, m mqtt.Message) {
 		}
 		f.obs.Presence(ctx, agent, &p)
 	case topics.ChunksRequest:
+		if m.Retained() {
+			return // would be answered again on every reconnect
+		}
 		var r agentv1.ChunkRequest
 		if err := proto.Unmarshal(m.Payload(), &r); err != nil {
 			f.log.Warn("fleet: undecodable chunk request dropped", "agent", agent, "bytes", len(m.Payload()), "error", err)
@@ -329,30 +349,43 @@ func (f *Fleet) SetDesired(ctx context.Context, agent string, d *agentv1.Desired
 }
 
 // publish sends payload retained on agent's desired topic and waits for
-// the acknowledgement; on success it marks generation published.
+// the acknowledgement; on success it marks generation published. If a newer
+// generation was recorded meanwhile (concurrent SetDesired calls can be
+// acknowledged out of order), it publishes that one too, so the retained
+// message ends up being the newest.
 func (f *Fleet) publish(ctx context.Context, agent string, payload []byte, generation uint64) error {
-	if !f.client.IsConnectionOpen() {
-		return ErrNotConnected
+	for {
+		if !f.client.IsConnectionOpen() {
+			return ErrNotConnected
+		}
+		tok := f.client.Publish(topics.Topic(agent, topics.Desired), 1, true, payload)
+		t := time.NewTimer(f.cfg.Timeout)
+		select {
+		case <-tok.Done():
+			t.Stop()
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+			return fmt.Errorf("publish desired: no acknowledgement after %v", f.cfg.Timeout)
+		}
+		if err := tok.Error(); err != nil {
+			return fmt.Errorf("publish desired: %w", err)
+		}
+		f.mu.Lock()
+		st := f.agents[agent]
+		switch {
+		case st == nil:
+		case st.generation == generation:
+			st.unpublished = false
+		case st.generation > generation:
+			payload, generation = st.payload, st.generation
+			f.mu.Unlock()
+			continue
+		}
+		f.mu.Unlock()
+		return nil
 	}
-	tok := f.client.Publish(topics.Topic(agent, topics.Desired), 1, true, payload)
-	t := time.NewTimer(f.cfg.Timeout)
-	defer t.Stop()
-	select {
-	case <-tok.Done():
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return fmt.Errorf("publish desired: no acknowledgement after %v", f.cfg.Timeout)
-	}
-	if err := tok.Error(); err != nil {
-		return fmt.Errorf("publish desired: %w", err)
-	}
-	f.mu.Lock()
-	if st := f.agents[agent]; st != nil && st.generation == generation {
-		st.unpublished = false
-	}
-	f.mu.Unlock()
-	return nil
 }
 
 // publishCurrent publishes agent's recorded state, logging failures.
@@ -384,6 +417,23 @@ func (f *Fleet) maybeRepublish(agent string, observed uint64) {
 	f.mu.Unlock()
 	f.log.Info("fleet: agent reports an older generation; publishing its desired state again", "agent", agent, "observed", observed, "generation", gen)
 	go f.publishCurrent(agent) // not on the dispatch goroutine: it waits for the ack
+}
+
+// RemoveAgent forgets agent's desired state (its chunk requests are
+// refused from now on) and clears the retained desired state in the broker
+// (an empty retained message), for a decommissioned or revoked agent. It
+// waits for the broker's acknowledgement.
+func (f *Fleet) RemoveAgent(ctx context.Context, agent string) error {
+	if !topics.ValidAgentID(agent) {
+		return fmt.Errorf("remove agent %q: %w: agent id must match [a-z0-9][a-z0-9-]{0,62}", agent, ErrInvalidDesired)
+	}
+	f.mu.Lock()
+	delete(f.agents, agent)
+	f.mu.Unlock()
+	if err := f.publish(ctx, agent, nil, 0); err != nil {
+		return fmt.Errorf("remove agent %s: %w", agent, err)
+	}
+	return nil
 }
 
 // Desired returns the generation recorded for agent and whether there is one.

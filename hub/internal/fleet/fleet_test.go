@@ -80,16 +80,26 @@ func (o *observer) waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 type env struct {
-	b     *broker.Broker
-	reg   *broker.Registry
-	blobs *blobfs.Store
-	fleet *Fleet
-	obs   *observer
-	url   string
-	log   *slog.Logger
+	hubSecret string
+	b         *broker.Broker
+	reg       *broker.Registry
+	blobs     *blobfs.Store
+	fleet     *Fleet
+	obs       *observer
+	url       string
+	log       *slog.Logger
 }
 
 func newEnv(t *testing.T, cfg Config) *env {
+	t.Helper()
+	e := newEnvNotRunning(t, cfg)
+	e.run(t)
+	return e
+}
+
+// newEnvNotRunning starts the broker and creates the fleet without
+// running it.
+func newEnvNotRunning(t *testing.T, cfg Config) *env {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := broker.NewRegistry()
@@ -110,12 +120,18 @@ func newEnv(t *testing.T, cfg Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{b: b, reg: reg, blobs: blobs, obs: newObserver(), url: "tcp://" + b.MQTTAddr(), log: log}
+	e := &env{b: b, reg: reg, blobs: blobs, obs: newObserver(), url: "tcp://" + b.MQTTAddr(), log: log, hubSecret: hubSecret}
 	cfg.Broker, cfg.Username, cfg.Password = e.url, broker.HubUser, hubSecret
 	e.fleet, err = New(cfg, blobs, e.obs, log.With("component", "fleet"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
+
+// run runs the fleet until the test ends and waits until it is ready.
+func (e *env) run(t *testing.T) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.fleet.Run(ctx) }()
@@ -130,7 +146,6 @@ func newEnv(t *testing.T, cfg Config) *env {
 	case <-time.After(guard):
 		t.Fatal("fleet not ready")
 	}
-	return e
 }
 
 func randomBytes(n int, seed uint64) []byte {
@@ -519,5 +534,78 @@ func TestModelRefCachedAndVerified(t *testing.T) {
 	}
 	if _, err := f2.ModelRef(context.Background(), "m", 2, strings.Repeat("a", 64)); !errors.Is(err, hub.ErrNotFound) {
 		t.Errorf("missing blob: %v, want hub.ErrNotFound", err)
+	}
+}
+
+// TestDesiredBeforeConnect: a desired state set while the fleet is not
+// connected is kept and published once it connects.
+func TestDesiredBeforeConnect(t *testing.T) {
+	e := newEnvNotRunning(t, Config{})
+	err := e.fleet.SetDesired(context.Background(), "d", &agentv1.DesiredState{Generation: 9})
+	if !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("SetDesired before Run: %v, want ErrNotConnected", err)
+	}
+	d := e.rawAgent(t, "d") // subscribed before the fleet connects
+	e.run(t)
+	m := d.next(t)
+	var got agentv1.DesiredState
+	if err := proto.Unmarshal(m.Payload(), &got); err != nil || got.Generation != 9 {
+		t.Fatalf("received %s generation %d (%v), want generation 9", m.Topic(), got.Generation, err)
+	}
+}
+
+// TestRemoveAgent: after RemoveAgent the agent's chunk requests are refused
+// and its retained desired state is gone.
+func TestRemoveAgent(t *testing.T) {
+	e := newEnv(t, Config{})
+	sha := e.putModel(t, []byte("a small model"))
+	ref, err := e.fleet.ModelRef(context.Background(), "m", 1, sha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.fleet.SetDesired(context.Background(), "r", &agentv1.DesiredState{Generation: 1,
+		Deployments: []*agentv1.DeploymentSpec{{Name: "m", Model: ref}}}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.rawAgent(t, "r")
+	r.send(t, "r", topics.ChunksRequest, &agentv1.ChunkRequest{CorrelationId: "1", Sha256: sha, Count: 1})
+	if resp := r.nextChunk(t); resp.Error != "" || string(resp.Data) != "a small model" {
+		t.Fatalf("before removal: %q, error %q", resp.Data, resp.Error)
+	}
+	if err := e.fleet.RemoveAgent(context.Background(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.fleet.Desired("r"); ok {
+		t.Error("Desired still knows r")
+	}
+	r.send(t, "r", topics.ChunksRequest, &agentv1.ChunkRequest{CorrelationId: "2", Sha256: sha, Count: 1})
+	if resp := r.nextChunk(t); !strings.Contains(resp.Error, "not in the desired state") {
+		t.Fatalf("after removal: %d bytes, error %q", len(resp.Data), resp.Error)
+	}
+	// A new subscriber gets no retained desired state: the first thing it
+	// receives is a marker published after it subscribed.
+	hubc := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(e.url).SetClientID("probe").
+		SetUsername(broker.HubUser).SetPassword(e.hubSecret).SetProtocolVersion(4))
+	if tok := hubc.Connect(); !tok.WaitTimeout(guard) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer hubc.Disconnect(50)
+	got := make(chan string, 4)
+	if tok := hubc.Subscribe(topics.Topic("r", topics.Desired), 1, func(_ mqtt.Client, m mqtt.Message) { got <- string(m.Payload()) }); !tok.WaitTimeout(guard) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	if tok := hubc.Publish(topics.Topic("r", topics.Desired), 1, false, "marker"); !tok.WaitTimeout(guard) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	select {
+	case p := <-got:
+		if p != "marker" {
+			t.Fatalf("new subscriber got %q before the marker: the retained desired state survived", p)
+		}
+	case <-time.After(guard):
+		t.Fatal("marker not received")
+	}
+	if err := e.fleet.RemoveAgent(context.Background(), "R"); !errors.Is(err, ErrInvalidDesired) {
+		t.Errorf("RemoveAgent(R) = %v", err)
 	}
 }
