@@ -251,7 +251,7 @@ func TestScanStopsCountingFarOverTheLimit(t *testing.T) {
 		files[fmt.Sprintf("junk/f%02d", i)] = ""
 	}
 	dir := writeTree(t, files)
-	entries, capped, err := scan(context.Background(), dir, 10)
+	entries, capped, err := scan(context.Background(), dir, 10, nil)
 	if err != nil || !capped {
 		t.Fatalf("scan = capped %v, %v; want capped", capped, err)
 	}
@@ -262,7 +262,7 @@ func TestScanStopsCountingFarOverTheLimit(t *testing.T) {
 	if want := "more than 10 files (counting stopped there) exceed the limit of 3 files; biggest by file count: junk/ (11 files, 0 B)"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("err = %v, want it to contain %q", err, want)
 	}
-	if _, capped, _ := scan(context.Background(), dir, 0); capped {
+	if _, capped, _ := scan(context.Background(), dir, 0, nil); capped {
 		t.Error("scan with no cap stopped early")
 	}
 }

@@ -71,7 +71,7 @@ var errScanCapped = errors.New("scan capped")
 // (depth first, names sorted bytewise), applying the ignore files and
 // always leaving out .git. With maxFiles > 0 it stops once it has seen
 // more than maxFiles files and symlinks, and reports capped.
-func scan(ctx context.Context, dir string, maxFiles int) (entries []entry, capped bool, err error) {
+func scan(ctx context.Context, dir string, maxFiles int, skip os.FileInfo) (entries []entry, capped bool, err error) {
 	var m ignore.Matcher
 	var out []entry
 	files := 0
@@ -123,6 +123,9 @@ func scan(ctx context.Context, dir string, maxFiles int) (entries []entry, cappe
 					return err
 				}
 			case mode.IsRegular():
+				if skip != nil && os.SameFile(fi, skip) {
+					continue // the snapshot being written, when TempDir is inside dir
+				}
 				out = append(out, entry{rel: r, kind: kindFile, size: fi.Size(), exec: mode.Perm()&0o111 != 0})
 				files++
 			case mode&fs.ModeSymlink != 0:
@@ -307,11 +310,16 @@ func formatBytes(n int64) string {
 // refused before anything is written, with an error wrapping ErrTooLarge
 // that names the limit and the biggest offenders. Pack does not close w.
 func Pack(ctx context.Context, dir string, w io.Writer, lim Limits) (PackStats, error) {
+	return pack(ctx, dir, w, lim, nil)
+}
+
+// pack is Pack leaving out the file skip (if not nil).
+func pack(ctx context.Context, dir string, w io.Writer, lim Limits, skip os.FileInfo) (PackStats, error) {
 	capAt := 0
 	if lim.MaxFiles > 0 {
 		capAt = scanCapFactor * lim.MaxFiles
 	}
-	entries, capped, err := scan(ctx, dir, capAt)
+	entries, capped, err := scan(ctx, dir, capAt, skip)
 	if err != nil {
 		return PackStats{}, err
 	}

@@ -104,8 +104,12 @@ func (s *session) submit(ctx context.Context) (int, error) {
 		snap.Close()
 		os.Remove(snap.Name())
 	}()
+	snapInfo, err := snap.Stat()
+	if err != nil {
+		return 1, fmt.Errorf("snapshot: %w", err)
+	}
 	sum := sha256.New()
-	st, err := Pack(ctx, o.Dir, io.MultiWriter(snap, sum), lim)
+	st, err := pack(ctx, o.Dir, io.MultiWriter(snap, sum), lim, snapInfo)
 	if err != nil {
 		return 1, fmt.Errorf("directory %s: %w", o.Dir, err)
 	}

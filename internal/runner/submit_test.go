@@ -467,3 +467,22 @@ func TestSubmitKillsLeftoverProcesses(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestSubmitTempDirInsideDir(t *testing.T) {
+	dir := writeTree(t, map[string]string{"main.py": "x"})
+	h := newMemHub()
+	opts := testOptions(t, dir, "find", ".", "-type", "f")
+	opts.TempDir = filepath.Join(dir, "tmp")
+	if err := os.Mkdir(opts.TempDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var stdout syncBuffer
+	code, err := Submit(context.Background(), h, opts, &stdout, &syncBuffer{}, nil)
+	if code != 0 || err != nil {
+		t.Fatalf("Submit = %d, %v", code, err)
+	}
+	// The snapshot being written is not packed into itself.
+	if got := h.lines(hub.Stdout); !reflect.DeepEqual(got, []string{"./main.py"}) {
+		t.Errorf("working copy holds files %q, want only ./main.py", got)
+	}
+}
