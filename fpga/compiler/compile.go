@@ -241,10 +241,7 @@ func calibrate(ch *chain, layers []*layer, calib [][]float32) (float64, []float6
 		if len(s) != ch.inputShape.n {
 			return 0, nil, fmt.Errorf("%w: sample %d has %d values, input %q needs %d", ErrCalibration, i+1, len(s), ch.input, ch.inputShape.n)
 		}
-		x := make([]float64, len(s))
-		for j, v := range s {
-			x[j] = float64(v) * ch.scale
-		}
+		x := ch.apply(s)
 		inMax = max(inMax, maxAbs(x))
 		for li, l := range layers {
 			x = forward(l, x)

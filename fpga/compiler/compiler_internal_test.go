@@ -35,3 +35,31 @@ func TestQuantizeWeightsPerColumn(t *testing.T) {
 		}
 	}
 }
+
+func TestBroadcast(t *testing.T) {
+	img := image(2, 1, 3)
+	cases := []struct {
+		c    constant
+		want []float64
+		err  bool
+	}{
+		{constant{dims: nil, data: []float64{7}}, []float64{7, 7, 7, 7, 7, 7}, false},
+		{constant{dims: []int64{2, 1, 1}, data: []float64{1, 2}}, []float64{1, 1, 1, 2, 2, 2}, false},
+		{constant{dims: []int64{1, 2, 1, 1}, data: []float64{1, 2}}, []float64{1, 1, 1, 2, 2, 2}, false},
+		{constant{dims: []int64{3}, data: []float64{1, 2, 3}}, []float64{1, 2, 3, 1, 2, 3}, false},
+		{constant{dims: []int64{2, 1, 3}, data: []float64{1, 2, 3, 4, 5, 6}}, []float64{1, 2, 3, 4, 5, 6}, false},
+		{constant{dims: []int64{2}, data: []float64{1, 2}}, nil, true},
+		{constant{dims: []int64{4, 2, 1, 3}, data: make([]float64, 24)}, nil, true},
+	}
+	for i, c := range cases {
+		got, err := broadcast(c.c, img)
+		if (err != nil) != c.err {
+			t.Fatalf("case %d: err %v", i, err)
+		}
+		for j := range c.want {
+			if got[j] != c.want[j] {
+				t.Fatalf("case %d: %v, want %v", i, got, c.want)
+			}
+		}
+	}
+}

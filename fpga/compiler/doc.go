@@ -3,8 +3,8 @@
 // splits the graph between the card and the CPU.
 //
 // Supported on the device, as one chain from the graph's first input:
-// a leading Mul or Div by a positive scalar constant (folded into the input
-// quantization), Gemm and MatMul with constant weights, Add of a constant
+// leading Mul, Div, Add and Sub with constants (folded into the host's
+// input quantization), Gemm and MatMul with constant weights, Add of a constant
 // per-channel bias after them or after Conv, Relu after them, Conv (2-D,
 // group 1, strides, pads, dilations, auto_pad), BatchNormalization folded
 // into the preceding Conv, MaxPool and AveragePool (2-D, no ceil mode),

@@ -15,7 +15,10 @@ import (
 type Plan struct {
 	Input      string  // graph input the device reads
 	InputDims  []int64 // per-sample ONNX dims (without the batch)
-	InputScale float64 // q = clamp(round(x / InputScale), -128, 127); round half away from zero
+	InputScale float64 // q = clamp(round(x' / InputScale), -128, 127); round half away from zero
+	// InputMul and InputAdd, when set, transform each sample first:
+	// x'[i] = x[i]·InputMul[i] + InputAdd[i] (per-sample ONNX order).
+	InputMul, InputAdd []float64
 	// InputImage is set when the input is C×H×W: the device takes HWC.
 	InputImage bool
 
@@ -144,6 +147,10 @@ func emit(ch *chain, layers []*layer, info fpga.Info, batch int, inMax float64, 
 	}
 	sIn := scaleOf(inMax)
 	plan.InputScale = sIn / ch.scale
+	if ch.pre != nil {
+		plan.InputScale = sIn
+		plan.InputMul, plan.InputAdd = ch.pre.mul, ch.pre.add
+	}
 
 	// On-chip budget: two activation buffers, the patch matrix, and
 	// weights. A layer whose K×N weights do not fit is processed in
@@ -355,7 +362,11 @@ func (p *Plan) QuantizeInput(x []float32, dst []byte) {
 	for s := 0; s < len(x)/per; s++ {
 		src, out := x[s*per:(s+1)*per], dst[s*per:(s+1)*per]
 		for i, v := range src {
-			q := int8(clampRound(float64(v)/p.InputScale, -128, 127))
+			x := float64(v)
+			if p.InputMul != nil {
+				x = x*p.InputMul[i] + p.InputAdd[i]
+			}
+			q := int8(clampRound(x/p.InputScale, -128, 127))
 			if p.InputImage {
 				ch, rest := i/(h*w), i%(h*w)
 				out[rest*c+ch] = byte(q)

@@ -196,11 +196,85 @@ func nodeName(n *onnx.Node) string {
 type chain struct {
 	input      string
 	inputShape shape
-	scale      float64 // folded leading Mul/Div: device input = x·scale
+	scale      float64 // folded leading positive scalar Mul/Div: device input = x·scale
+	pre        *affine // folded leading elementwise Mul/Div/Add/Sub, when not just a scale
 	scaleNodes []string
 	layers     []*layer
 	placed     map[int]bool // node indices on the device
 	stop       error
+}
+
+// affine is a per-element input transform x·mul + add (per-sample ONNX
+// order).
+type affine struct{ mul, add []float64 }
+
+// affine returns the chain's input transform as vectors, creating them
+// from the scalar scale on first use.
+func (ch *chain) affine() *affine {
+	if ch.pre == nil {
+		n := ch.inputShape.n
+		ch.pre = &affine{mul: make([]float64, n), add: make([]float64, n)}
+		for i := range ch.pre.mul {
+			ch.pre.mul[i] = ch.scale
+		}
+		ch.scale = 1
+	}
+	return ch.pre
+}
+
+// apply transforms one sample.
+func (ch *chain) apply(x []float32) []float64 {
+	out := make([]float64, len(x))
+	for i, v := range x {
+		if ch.pre != nil {
+			out[i] = float64(v)*ch.pre.mul[i] + ch.pre.add[i]
+		} else {
+			out[i] = float64(v) * ch.scale
+		}
+	}
+	return out
+}
+
+// broadcast expands a constant to one value per element of a sample,
+// following ONNX (numpy) broadcasting against [1, sample dims...].
+func broadcast(c constant, s shape) ([]float64, error) {
+	dims := append([]int64{1}, s.dims()...)
+	if len(c.dims) > len(dims) {
+		return nil, fmt.Errorf("constant of dims %v has more dimensions than the input [batch %v]", c.dims, s.dims())
+	}
+	cd := make([]int64, len(dims))
+	for i := range cd {
+		cd[i] = 1
+	}
+	copy(cd[len(dims)-len(c.dims):], c.dims)
+	if cd[0] != 1 {
+		return nil, fmt.Errorf("constant of dims %v varies along the batch", c.dims)
+	}
+	for i := 1; i < len(dims); i++ {
+		if cd[i] != 1 && cd[i] != dims[i] {
+			return nil, fmt.Errorf("constant of dims %v does not broadcast to [batch %v]", c.dims, s.dims())
+		}
+	}
+	out := make([]float64, s.n)
+	idx := make([]int64, len(dims)-1)
+	for e := range out {
+		// e in per-sample row-major order; the constant index skips broadcast dims.
+		r := int64(e)
+		for d := len(idx) - 1; d >= 0; d-- {
+			idx[d] = r % dims[d+1]
+			r /= dims[d+1]
+		}
+		ci := int64(0)
+		for d := range idx {
+			v := idx[d]
+			if cd[d+1] == 1 {
+				v = 0
+			}
+			ci = ci*cd[d+1] + v
+		}
+		out[e] = c.data[ci]
+	}
+	return out, nil
 }
 
 // walk follows the single-consumer chain from the graph's first input and
@@ -287,40 +361,71 @@ func lower(gi *graphInfo, ch *chain, n *onnx.Node, cur string, s shape, last *la
 		}
 		return c, nil
 	}
+	binary := n.OpType == "Mul" || n.OpType == "Add" || n.OpType == "Sub" || n.OpType == "Div"
 	if len(n.Inputs) == 0 || n.Inputs[0] != cur {
-		if !(n.OpType == "Mul" || n.OpType == "Add") || len(n.Inputs) < 2 || n.Inputs[1] != cur {
+		if !binary || len(n.Inputs) < 2 || n.Inputs[1] != cur {
 			return fail(un("reads %q as a later input; the device chain must be the first", cur))
 		}
 	}
 	fusable := last != nil && (last.kind == kindDense || last.kind == kindConv) && !last.relu
-	switch n.OpType {
-	case "Mul", "Div":
-		if len(ch.layers) > 0 {
-			return fail(un("only a leading scale by a constant is supported"))
+	// Leading elementwise arithmetic with constants folds into the host's
+	// input quantization: x' = x·mul + add.
+	if binary && len(ch.layers) == 0 {
+		if len(n.Inputs) != 2 {
+			return fail(un("%d inputs, want 2", len(n.Inputs)))
 		}
-		other := 1
-		if n.Inputs[0] != cur {
-			if n.OpType == "Div" {
-				return fail(un("constant divided by the input is not supported"))
-			}
+		other, swapped := 1, n.Inputs[0] != cur
+		if swapped {
 			other = 0
 		}
 		c, err := constArg(other)
 		if err != nil {
 			return fail(err)
 		}
-		if len(c.data) != 1 {
-			return fail(un("scale has %d elements; only a scalar is supported", len(c.data)))
+		vec, err := broadcast(c, ch.inputShape)
+		if err != nil {
+			return fail(un("%v", err))
 		}
-		k := c.data[0]
-		if n.OpType == "Div" {
-			k = 1 / k
+		if n.OpType == "Div" && swapped {
+			return fail(un("a constant divided by the input is not supported"))
 		}
-		if k <= 0 || math.IsInf(k, 0) || math.IsNaN(k) {
-			return fail(un("scale %v; only a positive finite scale folds into the input quantization", k))
+		if n.OpType == "Mul" || n.OpType == "Div" {
+			if len(c.data) == 1 && ch.pre == nil {
+				k := c.data[0]
+				if n.OpType == "Div" {
+					k = 1 / k
+				}
+				if k > 0 && !math.IsInf(k, 0) && !math.IsNaN(k) {
+					ch.scale *= k // a positive scalar folds into the quantization scale
+					return nil, s, false, nil
+				}
+			}
 		}
-		ch.scale *= k
+		pre := ch.affine()
+		for i, v := range vec {
+			switch {
+			case n.OpType == "Mul":
+				pre.mul[i] *= v
+				pre.add[i] *= v
+			case n.OpType == "Div":
+				pre.mul[i] /= v
+				pre.add[i] /= v
+			case n.OpType == "Add":
+				pre.add[i] += v
+			case n.OpType == "Sub" && !swapped:
+				pre.add[i] -= v
+			default: // constant − x
+				pre.mul[i], pre.add[i] = -pre.mul[i], v-pre.add[i]
+			}
+			if math.IsInf(pre.mul[i], 0) || math.IsNaN(pre.mul[i]) || math.IsInf(pre.add[i], 0) || math.IsNaN(pre.add[i]) {
+				return fail(un("the folded input transform is not finite at element %d", i))
+			}
+		}
 		return nil, s, false, nil
+	}
+	switch n.OpType {
+	case "Mul", "Div", "Sub":
+		return fail(un("only leading elementwise arithmetic with constants is supported"))
 	case "Relu":
 		if !fusable {
 			return fail(un("ReLU is fused into a preceding Gemm, MatMul or Conv only"))
@@ -583,7 +688,11 @@ func geometry(l *layer, a attrs, s shape, conv bool, un func(string, ...any) err
 func (ch *chain) describe() []string {
 	var out []string
 	if len(ch.scaleNodes) > 0 {
-		out = append(out, fmt.Sprintf("scale x%g (%s)", ch.scale, strings.Join(ch.scaleNodes, ", ")))
+		if ch.pre != nil {
+			out = append(out, fmt.Sprintf("input transform x·a+b (%s)", strings.Join(ch.scaleNodes, ", ")))
+		} else {
+			out = append(out, fmt.Sprintf("scale x%g (%s)", ch.scale, strings.Join(ch.scaleNodes, ", ")))
+		}
 	}
 	for _, l := range ch.layers {
 		kind := kindNames[l.kind]
