@@ -49,6 +49,8 @@ func TestMain(m *testing.M) {
 //	    top-level string or number FIELD of the JSON answer.
 //	targz OUT DIR
 //	    write the files under DIR as a tar.gz (paths relative to DIR).
+//	onnxmlp OUT IN OUTPUTS SEED
+//	    write a small ONNX model (see model_script_test.go).
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: filepath.Join("testdata", "script"),
@@ -56,6 +58,7 @@ func TestScripts(t *testing.T) {
 			"waithub": cmdWaitHub,
 			"api":     cmdAPI,
 			"targz":   cmdTarGz,
+			"onnxmlp": cmdONNXMLP,
 		},
 		Setup: func(env *testscript.Env) error {
 			// No hub unless a script starts one: a stray default hub on
