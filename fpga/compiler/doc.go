@@ -7,7 +7,7 @@
 // input quantization), Gemm and MatMul with constant weights, Add of a constant
 // per-channel bias after them or after Conv, Relu after them, Conv (2-D,
 // group 1, strides, pads, dilations, auto_pad), BatchNormalization folded
-// into the preceding Conv, MaxPool and AveragePool (2-D, no ceil mode),
+// into the preceding Conv, MaxPool and AveragePool (2-D),
 // and Flatten or Reshape to [batch, features]. The longest such prefix
 // runs on the card; the rest of the graph becomes a new ONNX model run on
 // the CPU with ONNX Runtime. Artifact.Unsupported names the nodes that

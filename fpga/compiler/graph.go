@@ -585,8 +585,8 @@ func lower(gi *graphInfo, ch *chain, n *onnx.Node, cur string, s shape, last *la
 		if len(k) != 2 {
 			return fail(un("kernel_shape %v; only 2-D pooling is supported", k))
 		}
-		if a.int("ceil_mode", 0) != 0 {
-			return fail(un("ceil_mode=1 is not supported"))
+		if a.int("ceil_mode", 0) != 0 && n.OpType == "AveragePool" && a.int("count_include_pad", 0) != 0 {
+			return fail(un("ceil_mode=1 with count_include_pad=1 is not supported"))
 		}
 		if a.int("storage_order", 0) != 0 {
 			return fail(un("storage_order=1 is not supported"))
@@ -676,6 +676,19 @@ func geometry(l *layer, a attrs, s shape, conv bool, un func(string, ...any) err
 	}
 	oh := (s.h+pt+pb-ekh)/l.sh + 1
 	ow := (s.w+pl+pr-ekw)/l.sw + 1
+	if !conv && a.int("ceil_mode", 0) != 0 {
+		// Round up, but the last window must start inside the input or
+		// its leading padding (the windows past the end average or max
+		// only the positions that exist).
+		oh = (s.h+pt+pb-ekh+l.sh-1)/l.sh + 1
+		ow = (s.w+pl+pr-ekw+l.sw-1)/l.sw + 1
+		if (oh-1)*l.sh >= s.h+pt {
+			oh--
+		}
+		if (ow-1)*l.sw >= s.w+pl {
+			ow--
+		}
+	}
 	if oh < 1 || ow < 1 {
 		return un("window larger than the padded input")
 	}
