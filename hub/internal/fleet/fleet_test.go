@@ -79,7 +79,47 @@ func (o *observer) waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// creds is the broker's Registry, counting refused verifications.
+type creds struct {
+	*broker.Registry
+	mu      sync.Mutex
+	refused map[string]int
+	changed chan struct{}
+}
+
+func (c *creds) Verify(ctx context.Context, id, secret string) (bool, error) {
+	ok, err := c.Registry.Verify(ctx, id, secret)
+	if !ok {
+		c.mu.Lock()
+		c.refused[id]++
+		close(c.changed)
+		c.changed = make(chan struct{})
+		c.mu.Unlock()
+	}
+	return ok, err
+}
+
+// waitRefused waits until id has been refused at least n times.
+func (c *creds) waitRefused(t *testing.T, id string, n int) {
+	t.Helper()
+	deadline := time.After(guard)
+	for {
+		c.mu.Lock()
+		got, ch := c.refused[id], c.changed
+		c.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("%s refused %d times, want %d", id, got, n)
+		}
+	}
+}
+
 type env struct {
+	creds     *creds
 	hubSecret string
 	b         *broker.Broker
 	reg       *broker.Registry
@@ -103,11 +143,12 @@ func newEnvNotRunning(t *testing.T, cfg Config) *env {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := broker.NewRegistry()
+	cr := &creds{Registry: reg, refused: map[string]int{}, changed: make(chan struct{})}
 	hubSecret := broker.NewSecret()
 	b, err := broker.New(broker.Config{
 		Name: "fleet-" + strings.ReplaceAll(t.Name(), "/", "-"),
 		NATS: "127.0.0.1:0", MQTT: "127.0.0.1:0", StoreDir: t.TempDir(),
-		Auth: &broker.AuthConfig{Credentials: reg, HubSecret: hubSecret},
+		Auth: &broker.AuthConfig{Credentials: cr, HubSecret: hubSecret},
 	}, log)
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +161,7 @@ func newEnvNotRunning(t *testing.T, cfg Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{b: b, reg: reg, blobs: blobs, obs: newObserver(), url: "tcp://" + b.MQTTAddr(), log: log, hubSecret: hubSecret}
+	e := &env{b: b, reg: reg, blobs: blobs, obs: newObserver(), url: "tcp://" + b.MQTTAddr(), log: log, hubSecret: hubSecret, creds: cr}
 	cfg.Broker, cfg.Username, cfg.Password = e.url, broker.HubUser, hubSecret
 	e.fleet, err = New(cfg, blobs, e.obs, log.With("component", "fleet"))
 	if err != nil {
@@ -210,34 +251,7 @@ func TestEndToEndAgentServesModel(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	secret, err := e.reg.Issue("edge-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ld := &loader{changed: make(chan struct{})}
-	a, err := agent.New(agent.Config{
-		ID: "edge-1", DataDir: t.TempDir(), Broker: e.url, Username: "edge-1", Password: secret,
-		Endpoint: "http://127.0.0.1:8000", Capabilities: &agentv1.Capabilities{Kind: "edge"},
-		Heartbeat: time.Second, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
-		ChunkTimeout: guard, RetryInterval: time.Hour,
-	}, ld, e.log.With("component", "agent"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("agent Run: %v", err)
-			}
-		}
-	}
-	t.Cleanup(stop)
+	ld, stop := e.startAgent(t, "edge-1")
 
 	e.obs.waitFor(t, "edge-1 reporting mnist v3 serving at generation 1", func() bool {
 		for _, r := range e.obs.reported["edge-1"] {
@@ -265,6 +279,84 @@ func TestEndToEndAgentServesModel(t *testing.T) {
 		ps := e.obs.presence["edge-1"]
 		return ps[len(ps)-1].GetStatus() == agentv1.Presence_STATUS_OFFLINE
 	})
+}
+
+// startAgent issues a credential for id and runs the real agent with it
+// until stop is called or the test ends.
+func (e *env) startAgent(t *testing.T, id string) (ld *loader, stop func()) {
+	t.Helper()
+	secret, err := e.reg.Issue(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ld = &loader{changed: make(chan struct{})}
+	a, err := agent.New(agent.Config{
+		ID: id, DataDir: t.TempDir(), Broker: e.url, Username: id, Password: secret,
+		Endpoint: "http://127.0.0.1:8000", Capabilities: &agentv1.Capabilities{Kind: "edge"},
+		Heartbeat: time.Second, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		ChunkTimeout: guard, RetryInterval: time.Hour,
+	}, ld, e.log.With("component", "agent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("agent Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return ld, stop
+}
+
+// TestRevokedAgentGoesOffline: revoking a running real agent disconnects
+// it at once (the observer gets its OFFLINE last will) and its reconnect
+// attempts are refused.
+func TestRevokedAgentGoesOffline(t *testing.T) {
+	e := newEnv(t, Config{})
+	if err := e.fleet.SetDesired(context.Background(), "edge-2", &agentv1.DesiredState{Generation: 1}); err != nil {
+		t.Fatal(err)
+	}
+	e.startAgent(t, "edge-2")
+	e.obs.waitFor(t, "edge-2 online and reporting generation 1", func() bool {
+		ps, rs := e.obs.presence["edge-2"], e.obs.reported["edge-2"]
+		return len(ps) > 0 && ps[len(ps)-1].GetStatus() == agentv1.Presence_STATUS_ONLINE &&
+			len(rs) > 0 && rs[len(rs)-1].GetObservedGeneration() == 1
+	})
+	e.creds.mu.Lock()
+	before := e.creds.refused["edge-2"]
+	e.creds.mu.Unlock()
+
+	if !e.reg.Revoke("edge-2") {
+		t.Fatal("no credential to revoke")
+	}
+	if n, err := e.b.DisconnectAgent("edge-2"); err != nil || n != 1 {
+		t.Fatalf("DisconnectAgent = %d, %v; want 1", n, err)
+	}
+	if err := e.fleet.RemoveAgent(context.Background(), "edge-2"); err != nil {
+		t.Fatal(err)
+	}
+	e.obs.waitFor(t, "edge-2 offline (last will)", func() bool {
+		ps := e.obs.presence["edge-2"]
+		return ps[len(ps)-1].GetStatus() == agentv1.Presence_STATUS_OFFLINE
+	})
+	// The agent retries only after a failed attempt, so two refusals
+	// prove it did not get back in (a connection counted by Connz now
+	// would be one of its attempts in the middle of being refused).
+	e.creds.waitRefused(t, "edge-2", before+2)
+	e.obs.mu.Lock()
+	ps := e.obs.presence["edge-2"]
+	last := ps[len(ps)-1].GetStatus()
+	e.obs.mu.Unlock()
+	if last != agentv1.Presence_STATUS_OFFLINE {
+		t.Fatalf("presence after revocation: %v", last)
+	}
 }
 
 // rawAgent is a paho client with an agent's credential, to send requests
