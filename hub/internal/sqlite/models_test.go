@@ -215,7 +215,12 @@ func TestModelRefsAndErrors(t *testing.T) {
 	if _, err := st.ListModels(ctx, "nope"); !errors.Is(err, hub.ErrNotFound) {
 		t.Errorf("models of a missing workspace: %v", err)
 	}
-	// A forced workspace delete removes its models.
+	// A workspace holding only models is not empty; a forced delete
+	// removes its models.
+	register(t, st, "m", 5)
+	if err := st.DeleteWorkspace(ctx, "w", false); !errors.Is(err, hub.ErrConflict) || !strings.Contains(err.Error(), "2 model versions") {
+		t.Fatalf("delete a workspace holding a model: %v", err)
+	}
 	if err := st.DeleteWorkspace(ctx, "w", true); err != nil {
 		t.Fatal(err)
 	}

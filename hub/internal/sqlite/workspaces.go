@@ -81,14 +81,15 @@ func (s *Store) DeleteWorkspace(ctx context.Context, name string, force bool) er
 			return err
 		}
 		if !force {
-			var exps, runs int
+			var exps, runs, models int
 			if err := tx.QueryRowContext(ctx, `SELECT
 				(SELECT count(*) FROM experiments WHERE workspace_id = ?),
-				(SELECT count(*) FROM runs WHERE workspace_id = ?)`, id, id).Scan(&exps, &runs); err != nil {
+				(SELECT count(*) FROM runs WHERE workspace_id = ?),
+				(SELECT count(*) FROM model_versions v JOIN models m ON m.id = v.model_id WHERE m.workspace_id = ?)`, id, id, id).Scan(&exps, &runs, &models); err != nil {
 				return fmt.Errorf("delete workspace %q: %w", name, err)
 			}
-			if exps > 0 || runs > 0 {
-				return fmt.Errorf("workspace %q holds %d experiments and %d runs; delete with force=true to delete them too: %w", name, exps, runs, hub.ErrConflict)
+			if exps > 0 || runs > 0 || models > 0 {
+				return fmt.Errorf("workspace %q holds %d experiments, %d runs and %d model versions; delete with force=true to delete them too: %w", name, exps, runs, models, hub.ErrConflict)
 			}
 		}
 		// Delete bottom-up so the cascade does not walk one huge tree.
