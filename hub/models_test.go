@@ -59,3 +59,27 @@ func TestDimJSON(t *testing.T) {
 		t.Errorf("ShapeString: %s", s)
 	}
 }
+
+// FuzzParseModelRef: any input parses or is refused with ErrInvalid, and a
+// parsed reference renders back to one that parses the same.
+func FuzzParseModelRef(f *testing.F) {
+	for _, s := range []string{"m", "m:3", "m:latest", "m@prod", "m:", "m@", ":1", "m:01", "m:99999999999999999999", "a@b:c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		name, ref, err := hub.ParseModelRef(s)
+		if err != nil {
+			if !errors.Is(err, hub.ErrInvalid) {
+				t.Fatalf("%q: error %v does not wrap ErrInvalid", s, err)
+			}
+			return
+		}
+		if hub.CheckName("model", name) != nil || ref.Version < 0 || (ref.Alias != "" && hub.CheckAlias(ref.Alias) != nil) {
+			t.Fatalf("%q: accepted invalid parts %q %+v", s, name, ref)
+		}
+		name2, ref2, err := hub.ParseModelRef(name + ref.String())
+		if err != nil || name2 != name || ref2 != ref {
+			t.Fatalf("%q -> %q %+v -> %q %+v, %v", s, name, ref, name2, ref2, err)
+		}
+	})
+}
