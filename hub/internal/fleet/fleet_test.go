@@ -61,7 +61,7 @@ func (o *observer) Presence(_ context.Context, id string, p *agentv1.Presence) {
 }
 
 // waitFor waits until cond (called under the lock) holds.
-func (o *observer) waitFor(t *testing.T, what string, cond func() bool) {
+func (o *observer) waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.After(guard)
 	for {
@@ -100,7 +100,7 @@ func (c *creds) Verify(ctx context.Context, id, secret string) (bool, error) {
 }
 
 // waitRefused waits until id has been refused at least n times.
-func (c *creds) waitRefused(t *testing.T, id string, n int) {
+func (c *creds) waitRefused(t testing.TB, id string, n int) {
 	t.Helper()
 	deadline := time.After(guard)
 	for {
@@ -130,7 +130,7 @@ type env struct {
 	log       *slog.Logger
 }
 
-func newEnv(t *testing.T, cfg Config) *env {
+func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	e := newEnvNotRunning(t, cfg)
 	e.run(t)
@@ -139,7 +139,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 
 // newEnvNotRunning starts the broker and creates the fleet without
 // running it.
-func newEnvNotRunning(t *testing.T, cfg Config) *env {
+func newEnvNotRunning(t testing.TB, cfg Config) *env {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := broker.NewRegistry()
@@ -171,7 +171,7 @@ func newEnvNotRunning(t *testing.T, cfg Config) *env {
 }
 
 // run runs the fleet until the test ends and waits until it is ready.
-func (e *env) run(t *testing.T) {
+func (e *env) run(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -198,7 +198,7 @@ func randomBytes(n int, seed uint64) []byte {
 	return b
 }
 
-func (e *env) putModel(t *testing.T, data []byte) string {
+func (e *env) putModel(t testing.TB, data []byte) string {
 	t.Helper()
 	bl, err := e.blobs.Put(context.Background(), bytes.NewReader(data), 1<<30)
 	if err != nil {
@@ -283,7 +283,7 @@ func TestEndToEndAgentServesModel(t *testing.T) {
 
 // startAgent issues a credential for id and runs the real agent with it
 // until stop is called or the test ends.
-func (e *env) startAgent(t *testing.T, id string) (ld *loader, stop func()) {
+func (e *env) startAgent(t testing.TB, id string) (ld *loader, stop func()) {
 	t.Helper()
 	secret, err := e.reg.Issue(id)
 	if err != nil {
