@@ -153,7 +153,7 @@ func compile(model []byte, digest string, calib [][]float32, info fpga.Info, opt
 	if fitErr != nil {
 		a.Unsupported = append(a.Unsupported, fitErr.Error())
 	}
-	if ch.stop != nil && len(layers) == len(ch.layers) {
+	if ch.stop != nil {
 		a.Unsupported = append(a.Unsupported, ch.stop.Error())
 	}
 	if len(layers) > 0 {
@@ -162,22 +162,21 @@ func compile(model []byte, digest string, calib [][]float32, info fpga.Info, opt
 		a.DeviceOps = all[:len(all)-len(ch.layers)+len(layers)]
 	}
 	// Which nodes stay on the CPU.
-	onDevice := map[string]bool{}
+	onDevice := map[int]bool{}
 	for _, l := range layers {
-		for _, n := range l.nodes {
-			onDevice[n] = true
+		for _, i := range l.idx {
+			onDevice[i] = true
 		}
 	}
 	if len(layers) > 0 {
-		for _, n := range ch.scaleNodes {
-			onDevice[n] = true
+		for _, i := range ch.scaleIdx {
+			onDevice[i] = true
 		}
 	}
 	var cpuNodes []onnx.Node
 	for i := range m.Graph.Nodes {
-		n := m.Graph.Nodes[i]
-		if !onDevice[nodeName(&n)] {
-			cpuNodes = append(cpuNodes, n)
+		if !onDevice[i] {
+			cpuNodes = append(cpuNodes, m.Graph.Nodes[i])
 		}
 	}
 	cut := ""

@@ -50,6 +50,7 @@ func (s shape) String() string {
 type layer struct {
 	kind   layerKind
 	nodes  []string // ONNX nodes fused into it
+	idx    []int    // their indices in the graph
 	output string   // ONNX value it produces
 	in     shape
 	out    shape
@@ -199,8 +200,8 @@ type chain struct {
 	scale      float64 // folded leading positive scalar Mul/Div: device input = x·scale
 	pre        *affine // folded leading elementwise Mul/Div/Add/Sub, when not just a scale
 	scaleNodes []string
+	scaleIdx   []int
 	layers     []*layer
-	placed     map[int]bool // node indices on the device
 	stop       error
 }
 
@@ -280,7 +281,7 @@ func broadcast(c constant, s shape) ([]float64, error) {
 // walk follows the single-consumer chain from the graph's first input and
 // lowers every node it can; it stops at the first node it cannot place.
 func walk(gi *graphInfo, input onnx.ValueInfo) (*chain, error) {
-	ch := &chain{input: input.Name, scale: 1, placed: map[int]bool{}}
+	ch := &chain{input: input.Name, scale: 1}
 	if input.ElemType != onnx.Float || !input.HasShape || len(input.Shape) < 2 {
 		return nil, fmt.Errorf("input %q: want a FLOAT tensor of known rank >= 2 (batch first), got %s with %d dims", input.Name, input.ElemType, len(input.Shape))
 	}
@@ -320,17 +321,19 @@ func walk(gi *graphInfo, input onnx.ValueInfo) (*chain, error) {
 			ch.stop = err
 			return ch, nil
 		}
-		ch.placed[idx] = true
 		if absorbed {
 			last.nodes = append(last.nodes, nodeName(n))
+			last.idx = append(last.idx, idx)
 			last.output = n.Outputs[0]
 		} else if next != nil {
 			next.nodes = append(next.nodes, nodeName(n))
+			next.idx = append(next.idx, idx)
 			next.output = n.Outputs[0]
 			ch.layers = append(ch.layers, next)
 			last = next
 		} else {
 			ch.scaleNodes = append(ch.scaleNodes, nodeName(n))
+			ch.scaleIdx = append(ch.scaleIdx, idx)
 		}
 		cur, curShape = n.Outputs[0], nshape
 	}
