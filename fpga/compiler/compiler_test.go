@@ -219,3 +219,28 @@ func FuzzReadCalibration(f *testing.F) {
 		}
 	})
 }
+
+func TestDuplicateNodeNames(t *testing.T) {
+	m := onnxtest.MLPModel(6, []int{5}, 3, 1)
+	g := m.Graph
+	g.Nodes = append(g.Nodes, onnx.Node{OpType: "Softmax", Inputs: []string{"output"}, Outputs: []string{"probs"}})
+	for i := range g.Nodes {
+		g.Nodes[i].Name = "same"
+	}
+	g.Outputs[0].Name = "probs"
+	b, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := compiler.Compile(b, calib(8, 6), info(), compiler.Options{}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm, err := onnx.Decode(a.Suffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sm.Graph.Nodes) != 1 || sm.Graph.Nodes[0].OpType != "Softmax" || a.Plan.Output != "output" {
+		t.Fatalf("suffix nodes %+v, cut %q: want just the Softmax after the device's Gemm-Relu-Gemm", sm.Graph.Nodes, a.Plan.Output)
+	}
+}
