@@ -112,6 +112,13 @@ var _ server.Authentication = (*authenticator)(nil)
 
 // Check authenticates one client (NATS or MQTT) and sets its permissions.
 // It runs on the client's connection goroutine with no server lock held.
+// Besides Credentials.Verify it costs one Connz lookup by connection id
+// (nats-server copies its client map for it: O(connections) per CONNECT).
+//
+// Never reload the server's options (Server.ReloadOptions) with custom
+// authentication: on reload nats-server re-checks the publisher of every
+// retained MQTT message against its configured users, which are empty
+// here, and would delete them all (desired states and presences).
 func (a *authenticator) Check(c server.ClientAuthentication) bool {
 	opts := c.GetOpts()
 	user, secret := opts.Username, opts.Password
@@ -248,6 +255,7 @@ func (b *Broker) DisconnectAgent(id string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("disconnect agent %q: %w", id, err)
 	}
+	b.log.Info("broker: disconnecting agent", "agent", id, "connections", len(cz.Conns))
 	n := 0
 	var errs []error
 	for _, ci := range cz.Conns {
