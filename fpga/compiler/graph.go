@@ -430,11 +430,24 @@ func lower(gi *graphInfo, ch *chain, n *onnx.Node, cur string, s shape, last *la
 	case "Mul", "Div", "Sub":
 		return fail(un("only leading elementwise arithmetic with constants is supported"))
 	case "Relu":
-		if !fusable {
-			return fail(un("ReLU is fused into a preceding Gemm, MatMul or Conv only"))
+		if fusable {
+			last.relu = true
+			return nil, s, true, nil
 		}
-		last.relu = true
-		return nil, s, true, nil
+		// ReLU commutes with max pooling and flattening: move it back onto
+		// the Gemm/MatMul/Conv before them.
+		for i := len(ch.layers) - 1; i >= 0; i-- {
+			l := ch.layers[i]
+			if l.kind == kindMaxPool || l.kind == kindFlatten {
+				continue
+			}
+			if l.kind == kindDense || l.kind == kindConv {
+				l.relu = true // ReLU is idempotent: a second one changes nothing
+				return nil, s, true, nil
+			}
+			break
+		}
+		return fail(un("ReLU is fused into a preceding Gemm, MatMul or Conv (possibly across MaxPool and Flatten) only"))
 	case "Add":
 		if !fusable {
 			return fail(un("Add is supported only as a constant bias after Gemm, MatMul or Conv"))
