@@ -3,6 +3,7 @@ package api_test
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -14,7 +15,7 @@ import (
 
 // externalDataModel returns an MLP whose graph also has an initializer that
 // keeps its data in an external file.
-func externalDataModel(t *testing.T) []byte {
+func externalDataModel(t testing.TB) []byte {
 	t.Helper()
 	m := onnxtest.MLPModel(4, nil, 2, 1)
 	var entry, tensor []byte
@@ -152,4 +153,30 @@ func TestModelRegistry(t *testing.T) {
 		t.Errorf("version after deletes = %d, want 3", got.Version)
 	}
 	e.fails(405, "method_not_allowed", "PATCH", models+"/clf/versions/3", nil, "allowed")
+}
+
+// FuzzRegisterModel: any body registers (201) or is refused as invalid
+// (400), never a 500 (refusals storing nothing is TestModelRegistry's job).
+func FuzzRegisterModel(f *testing.F) {
+	file := onnxtest.MLP(2, []int{3}, 2, 5)
+	f.Add(file)
+	f.Add(file[:len(file)-3])
+	f.Add([]byte("not onnx"))
+	f.Add(externalDataModel(f))
+	e := newEnv(f, api.Config{MaxArtifactBytes: 1 << 20})
+	e.ok(201, "POST", ws, map[string]string{"name": "w"}, nil)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		te := *e
+		te.t = t
+		code, out := te.do("POST", ws+"/w/models/fz/versions", body)
+		switch code {
+		case 201:
+		case 400:
+			if !strings.Contains(string(out), `"invalid"`) {
+				t.Fatalf("400 with body %s", out)
+			}
+		default:
+			t.Fatalf("status %d: %s", code, out)
+		}
+	})
 }
