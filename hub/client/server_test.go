@@ -15,35 +15,14 @@ import (
 
 	"github.com/atelier-ml/atelier/hub"
 	"github.com/atelier-ml/atelier/hub/client"
-	"github.com/atelier-ml/atelier/hub/server"
+	"github.com/atelier-ml/atelier/testbench"
 )
 
 // startHub runs a real hub (store, blobs, broker, API) on loopback port 0
 // with its data in a temporary directory, and returns a client of it.
 func startHub(t testing.TB) *client.Client {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.Data = t.TempDir()
-	cfg.HTTP, cfg.MQTT, cfg.NATS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	srv, err := server.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub Run: %v", err)
-		}
-	})
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		t.Fatalf("hub did not start: %v", err)
-	}
-	return client.New("http://" + srv.Addrs().HTTP)
+	return client.New(testbench.StartHub(t, testbench.HubConfig(t)).URL)
 }
 
 func TestAgainstHub(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"github.com/atelier-ml/atelier/hub/client"
 	"github.com/atelier-ml/atelier/hub/server"
 	"github.com/atelier-ml/atelier/internal/runner"
+	"github.com/atelier-ml/atelier/testbench"
 )
 
 var _ runner.Hub = (*client.Client)(nil)
@@ -29,30 +29,7 @@ var _ runner.Hub = (*client.Client)(nil)
 // until the test ends, and returns a client for it with a workspace "ws".
 func startHub(t *testing.T) (*client.Client, string) {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.Data = t.TempDir()
-	cfg.HTTP, cfg.MQTT, cfg.NATS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.ShutdownTimeout = 5 * time.Second
-	s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	select {
-	case <-s.Ready():
-	case err := <-done:
-		cancel()
-		t.Fatalf("hub Run: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub Run returned %v after cancel", err)
-		}
-	})
-	url := "http://" + s.Addrs().HTTP
+	url := testbench.StartHub(t, testbench.HubConfig(t)).URL
 	c := client.New(url)
 	if _, err := c.CreateWorkspace(context.Background(), "ws", ""); err != nil {
 		t.Fatal(err)
@@ -276,38 +253,9 @@ func waitFor(t *testing.T, buf *lockedBuffer, text string) {
 // the same address and data: the command is never disturbed and every line
 // ends up stored, in order.
 func TestSubmitSurvivesHubRestart(t *testing.T) {
-	data := t.TempDir()
-	cfg := server.DefaultConfig()
-	cfg.Data = data
-	cfg.HTTP, cfg.MQTT, cfg.NATS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.ShutdownTimeout = 5 * time.Second
-	start := func(cfg server.Config) (stop func()) {
-		s, err := server.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- s.Run(ctx) }()
-		select {
-		case <-s.Ready():
-		case err := <-done:
-			cancel()
-			t.Fatalf("hub Run: %v", err)
-		}
-		var once sync.Once
-		stop = func() {
-			once.Do(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("hub Run returned %v after cancel", err)
-				}
-			})
-		}
-		t.Cleanup(stop)
-		return stop
-	}
-	stop1 := start(cfg)
+	cfg := testbench.HubConfig(t)
+	data := cfg.Data
+	hub1 := testbench.StartHub(t, cfg)
 	addr, err := server.ReadAddrs(data)
 	if err != nil {
 		t.Fatal(err)
@@ -345,7 +293,7 @@ echo after
 	}()
 
 	waitFor(t, &stdout, "before\n")
-	stop1()
+	hub1.Stop()
 	if err := os.WriteFile(down, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +302,7 @@ echo after
 	// Same data, same HTTP address.
 	cfg2 := cfg
 	cfg2.HTTP = addr.HTTP
-	start(cfg2)
+	testbench.StartHub(t, cfg2)
 	if err := os.WriteFile(up, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
