@@ -40,6 +40,16 @@
 //	models/<sha256>  verified model files (package modelcache)
 //	models/partial/  transfers in progress: <sha256>.part and .progress
 //
-// The package does not serve models (the Server does), enroll the agent, or
-// spool telemetry; those belong to other packages.
+//	credentials.json the agent's id, broker secret, MQTT URL and hub URL
+//	                 from enrollment (JSON, mode 0600; SaveCredentials)
+//
+// # Enrollment
+//
+// Enroll trades a one-time join token for Credentials with one POST to
+// {hub}/api/v1/agents/enroll (see docs/protocol.md); SaveCredentials and
+// LoadCredentials keep them in DataDir. DetectCapabilities describes the
+// machine for enrollment and presence.
+//
+// The package does not serve models (the Server does: package agent/edge
+// for the in-process ONNX Runtime one) or spool telemetry.
 package agent

@@ -1,0 +1,258 @@
+package agentcmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/atelier-ml/atelier/agent"
+	"github.com/atelier-ml/atelier/agent/edge"
+	"github.com/atelier-ml/atelier/internal/ortlib"
+	"github.com/atelier-ml/atelier/scoring"
+	"github.com/atelier-ml/atelier/scoring/ort"
+)
+
+// JoinTokenEnv names the environment variable that may hold the join
+// token instead of --join-token (keeps it out of the process list).
+const JoinTokenEnv = "ATELIER_JOIN_TOKEN"
+
+type runOptions struct {
+	hub       string
+	joinToken string
+	dataDir   string
+	name      string
+	labels    []string
+	advertise string
+	scoring   scoreOptions // listen, keys, ORT and batching, as for `score`
+}
+
+func newRunCmd(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command {
+	var o runOptions
+	cmd := &cobra.Command{
+		Use:   "run --hub URL --data DIR [--join-token TOKEN] [flags]",
+		Short: "Run the edge agent: enroll once, then serve the deployments the hub assigns",
+		Long: `Run the edge agent until SIGINT or SIGTERM.
+
+The first start enrolls with the hub: --hub URL --join-token TOKEN (or $` + JoinTokenEnv + `)
+trades the one-time token for this agent's id and broker credential, written to
+DIR/credentials.json (mode 0600). Later starts need only --data DIR (and --hub, which
+must then match the enrolled hub); a --join-token given while credentials exist is
+ignored with a warning (delete DIR/credentials.json to enroll again).
+
+The agent connects to the hub's MQTT broker, downloads and verifies the models of its
+deployments and serves each deployment over HTTP on --listen as the model named after
+it: /v2/models/DEPLOYMENT[/versions/V]/infer, POST /score/DEPLOYMENT, /metrics (see
+docs/scoring.md). Without the hub it keeps serving its last good deployments from DIR.
+The first line on stdout is "listening on http://HOST:PORT".`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.joinToken == "" {
+				o.joinToken = getenv(JoinTokenEnv)
+			}
+			if env := getenv(KeysEnv); env != "" {
+				for k := range strings.SplitSeq(env, ",") {
+					if k = strings.TrimSpace(k); k != "" {
+						o.scoring.keys = append(o.scoring.keys, k)
+					}
+				}
+			}
+			return runAgent(cmd, o, stdout, stderr)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.hub, "hub", "", "hub URL, e.g. http://hub.example:8600 (needed to enroll)")
+	f.StringVar(&o.joinToken, "join-token", "", "one-time join token for the first start (or $"+JoinTokenEnv+")")
+	f.StringVar(&o.dataDir, "data", "", "data directory: credentials, desired state, model cache (required)")
+	f.StringVar(&o.name, "name", "", "agent name given at enrollment (default: the host name)")
+	f.StringArrayVar(&o.labels, "label", nil, "label K=V given at enrollment (repeatable)")
+	f.StringVar(&o.advertise, "advertise", "", "scoring endpoint URL reported to the hub (default http://LISTEN_ADDR)")
+	s := &o.scoring
+	f.StringVar(&s.listen, "listen", "127.0.0.1:8080", "HOST:PORT of the scoring endpoint (port 0 picks a free port)")
+	f.StringArrayVar(&s.keys, "key", nil, "scoring API key (repeatable: primary, secondary)")
+	f.StringVar(&s.ortLib, "ort-lib", "", "ONNX Runtime shared library (default $ATELIER_ORT_LIB, then the setup step's cache)")
+	f.IntVar(&s.threads, "threads", 0, "ONNX Runtime intra-op threads (0: 1 on machines with <= 2 cores, else ONNX Runtime's default)")
+	f.IntVar(&s.maxBatch, "max-batch", 8, "most requests merged into one run (1 disables batching)")
+	f.IntVar(&s.queue, "queue", 128, "requests waiting per model before 429")
+	s.maxBody, s.maxConc, s.timeout = 32<<20, 256, 30*time.Second
+	return cmd
+}
+
+// parseLabels splits K=V flags, naming the bad one.
+func parseLabels(specs []string) (map[string]string, error) {
+	if len(specs) == 0 {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, s := range specs {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%w: --label %q: want KEY=VALUE", errUsage, s)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("%w: --label %q: key %q given twice", errUsage, s, k)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func agentVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// credentials returns the stored credentials, or enrolls and stores them.
+func credentials(ctx context.Context, o runOptions, caps *agent.EnrollCapabilities, log *slog.Logger) (*agent.Credentials, error) {
+	creds, err := agent.LoadCredentials(o.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	if creds != nil {
+		if o.hub != "" {
+			hub, err := agent.ParseHubURL(o.hub)
+			if err != nil {
+				return nil, fmt.Errorf("%w: --hub: %w", errUsage, err)
+			}
+			if hub != creds.Hub {
+				return nil, fmt.Errorf("%w: --hub %s: %s/%s holds the credentials of agent %q enrolled with hub %s; delete that file to enroll with another hub",
+					errUsage, hub, o.dataDir, agent.CredentialsFile, creds.AgentID, creds.Hub)
+			}
+		}
+		if o.joinToken != "" {
+			log.Warn("join token ignored: the agent is already enrolled", "agent_id", creds.AgentID,
+				"credentials", o.dataDir+"/"+agent.CredentialsFile)
+		}
+		return creds, nil
+	}
+	if o.hub == "" || o.joinToken == "" {
+		return nil, fmt.Errorf("%w: %s has no %s: the first start needs --hub URL and --join-token TOKEN (or $%s) to enroll",
+			errUsage, o.dataDir, agent.CredentialsFile, JoinTokenEnv)
+	}
+	labels, err := parseLabels(o.labels)
+	if err != nil {
+		return nil, err
+	}
+	name := o.name
+	if name == "" {
+		if name, err = os.Hostname(); err != nil {
+			return nil, fmt.Errorf("%w: no --name given and the host name is unknown: %w", errUsage, err)
+		}
+	}
+	creds, err = agent.Enroll(ctx, nil, o.hub, agent.EnrollRequest{Token: o.joinToken, Name: name, Labels: labels, Capabilities: *caps}, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := agent.SaveCredentials(o.dataDir, creds); err != nil {
+		return nil, fmt.Errorf("enrolled as %q but could not keep the credentials (the join token is spent; ask for a new one): %w", creds.AgentID, err)
+	}
+	return creds, nil
+}
+
+func runAgent(cmd *cobra.Command, o runOptions, stdout, stderr io.Writer) error {
+	ctx := cmd.Context()
+	log, err := newLogger(cmd, stderr)
+	if err != nil {
+		return err
+	}
+	if o.dataDir == "" {
+		return fmt.Errorf("%w: --data DIR is required", errUsage)
+	}
+	s := o.scoring
+	if s.threads < 0 || s.maxBatch < 0 || s.queue < 0 {
+		return fmt.Errorf("%w: --threads, --max-batch and --queue must be >= 0", errUsage)
+	}
+	if _, err := parseLabels(o.labels); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if _, err := ortlib.Init(s.ortLib); err != nil {
+		return err
+	}
+	caps := agent.DetectCapabilities("edge", ortlib.RuntimeVersion(), agentVersion())
+	ec := agent.CapabilitiesJSON(caps)
+	creds, err := credentials(ctx, o, &ec, log)
+	if err != nil {
+		return err
+	}
+
+	reg, err := scoring.NewRegistry(scoring.RegistryConfig{Batch: scoring.BatchConfig{
+		MaxBatch: s.maxBatch, QueueSize: s.queue,
+	}}, log)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := reg.Close(cctx); err != nil {
+			log.Error("close models", "err", err)
+		}
+	}()
+	hs, err := scoring.NewServer(scoring.ServerConfig{
+		Keys: s.keys, MaxBodyBytes: s.maxBody, MaxConcurrent: s.maxConc, RequestTimeout: s.timeout, Version: agentVersion(),
+	}, reg, log)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	es, err := edge.New(edge.Config{ORT: ort.Config{LibraryPath: s.ortLib, IntraOpThreads: s.threads}}, reg, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", s.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	endpoint := o.advertise
+	if endpoint == "" {
+		endpoint = "http://" + ln.Addr().String()
+	}
+	a, err := agent.New(agent.Config{
+		ID: creds.AgentID, DataDir: o.dataDir, Broker: creds.MQTTURL,
+		Username: creds.AgentID, Password: creds.Secret, Endpoint: endpoint, Capabilities: caps,
+	}, es, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ctx, ln) }()
+	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
+	log.Info("edge agent up", "agent_id", creds.AgentID, "broker", creds.MQTTURL, "endpoint", endpoint, "auth", len(s.keys) > 0)
+
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- a.Run(ctx) }()
+	var runErr, srvErr error
+	select {
+	case runErr = <-agentDone:
+		cancel()
+		srvErr = <-served
+	case srvErr = <-served:
+		// The scoring endpoint died: stop the agent too.
+		cancel()
+		runErr = <-agentDone
+	}
+	if srvErr != nil && !errors.Is(srvErr, context.Canceled) {
+		return fmt.Errorf("scoring endpoint: %w", srvErr)
+	}
+	if runErr != nil {
+		return runErr
+	}
+	log.Info("edge agent stopped")
+	return nil
+}
