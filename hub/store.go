@@ -17,6 +17,7 @@ type Store interface {
 	WorkspaceStore
 	RunStore
 	ModelStore
+	AgentStore
 	// Close releases the store. No method may be called after Close.
 	Close() error
 }

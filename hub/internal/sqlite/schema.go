@@ -136,5 +136,31 @@ CREATE TABLE model_aliases (
 	PRIMARY KEY (model_id, alias)
 ) WITHOUT ROWID;
 CREATE INDEX model_aliases_version ON model_aliases (version_id);
+`,	`
+-- Agents are hub-wide (not per workspace). Join tokens and agent secrets
+-- are kept only as their sha256; a token is one-time (used_at).
+CREATE TABLE join_tokens (
+	hash       BLOB PRIMARY KEY,
+	labels     TEXT NOT NULL,
+	created_at INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL,
+	used_at    INTEGER,
+	used_by    TEXT
+) WITHOUT ROWID;
+CREATE TABLE agents (
+	id                  TEXT PRIMARY KEY,
+	name                TEXT NOT NULL,
+	kind                TEXT NOT NULL,
+	labels              TEXT NOT NULL,
+	capabilities        TEXT NOT NULL,
+	secret_hash         BLOB NOT NULL,
+	online              INTEGER NOT NULL DEFAULT 0,
+	last_seen           INTEGER,
+	endpoint            TEXT NOT NULL DEFAULT '',
+	observed_generation INTEGER NOT NULL DEFAULT 0,
+	enrolled_at         INTEGER NOT NULL,
+	revoked_at          INTEGER
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX agents_name ON agents (name) WHERE revoked_at IS NULL;
 `,
 }
