@@ -2,7 +2,6 @@ package agentcmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -188,29 +187,6 @@ func runAgent(cmd *cobra.Command, o runOptions, stdout, stderr io.Writer) error 
 		return err
 	}
 
-	reg, err := scoring.NewRegistry(scoring.RegistryConfig{Batch: scoring.BatchConfig{
-		MaxBatch: s.maxBatch, QueueSize: s.queue,
-	}}, log)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := reg.Close(cctx); err != nil {
-			log.Error("close models", "err", err)
-		}
-	}()
-	hs, err := scoring.NewServer(scoring.ServerConfig{
-		Keys: s.keys, MaxBodyBytes: s.maxBody, MaxConcurrent: s.maxConc, RequestTimeout: s.timeout, Version: agentVersion(),
-	}, reg, log)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	es, err := edge.New(edge.Config{ORT: ort.Config{LibraryPath: s.ortLib, IntraOpThreads: s.threads}}, reg, log)
-	if err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", s.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -219,40 +195,16 @@ func runAgent(cmd *cobra.Command, o runOptions, stdout, stderr io.Writer) error 
 	if endpoint == "" {
 		endpoint = "http://" + ln.Addr().String()
 	}
-	a, err := agent.New(agent.Config{
-		ID: creds.AgentID, DataDir: o.dataDir, Broker: creds.MQTTURL,
-		Username: creds.AgentID, Password: creds.Secret, Endpoint: endpoint, Capabilities: caps,
-	}, es, log)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ctx, ln) }()
 	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
-	log.Info("edge agent up", "agent_id", creds.AgentID, "broker", creds.MQTTURL, "endpoint", endpoint, "auth", len(s.keys) > 0)
-
-	agentDone := make(chan error, 1)
-	go func() { agentDone <- a.Run(ctx) }()
-	var runErr, srvErr error
-	select {
-	case runErr = <-agentDone:
-		cancel()
-		srvErr = <-served
-	case srvErr = <-served:
-		// The scoring endpoint died: stop the agent too.
-		cancel()
-		runErr = <-agentDone
-	}
-	if srvErr != nil && !errors.Is(srvErr, context.Canceled) {
-		return fmt.Errorf("scoring endpoint: %w", srvErr)
-	}
-	if runErr != nil {
-		return runErr
-	}
-	log.Info("edge agent stopped")
-	return nil
+	return edge.Run(ctx, ln, edge.DaemonConfig{
+		Agent: agent.Config{
+			ID: creds.AgentID, DataDir: o.dataDir, Broker: creds.MQTTURL,
+			Username: creds.AgentID, Password: creds.Secret, Endpoint: endpoint, Capabilities: caps,
+		},
+		Registry: scoring.RegistryConfig{Batch: scoring.BatchConfig{MaxBatch: s.maxBatch, QueueSize: s.queue}},
+		HTTP: scoring.ServerConfig{
+			Keys: s.keys, MaxBodyBytes: s.maxBody, MaxConcurrent: s.maxConc, RequestTimeout: s.timeout, Version: agentVersion(),
+		},
+		ORT: ort.Config{LibraryPath: s.ortLib, IntraOpThreads: s.threads},
+	}, log)
 }
