@@ -43,6 +43,18 @@
 //	DELETE /api/v1/workspaces/{ws}/models/{name}/versions/{n}[?force=true]             -> 204 (409 if deployed or aliased)
 //	PUT    /api/v1/workspaces/{ws}/models/{name}/aliases/{alias}  {"version": N}       -> ModelVersion
 //	DELETE /api/v1/workspaces/{ws}/models/{name}/aliases/{alias}                       -> 204
+//	POST   /api/v1/agents/tokens                              {labels, ttl}            -> 201 JoinToken
+//	POST   /api/v1/agents/enroll                              EnrollRequest            -> 201 Enrollment (401 bad token)
+//	GET    /api/v1/agents                                                              -> []Agent
+//	GET    /api/v1/agents/{id}                                                         -> Agent
+//	POST   /api/v1/agents/{id}/revoke                                                  -> Agent
+//
+// Agents are hub-wide, not per workspace (deployments made in a workspace
+// target them by id or label). A join token is one-time and expires (ttl
+// default 1h, at most 7 days); the hub keeps only the sha256 of tokens and
+// agent secrets. Enrollment consumes the token and returns the agent's id,
+// its broker secret and the broker's MQTT URL; the agent's labels are the
+// token's overlaid with the request's (the request wins on a shared key).
 //
 // A model version is registered with the ONNX file as the raw body, or with
 // an empty body and run=RUN&path=ARTIFACT naming a run artifact (the

@@ -3,6 +3,7 @@ package api
 import (
 	"log/slog"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +18,11 @@ type Config struct {
 	MaxMetricPoints  int   // points per metrics batch (default 100,000)
 	MaxLogLines      int   // lines per logs batch (default 10,000)
 	MaxArtifactBytes int64 // one artifact or snapshot (default 1 GiB)
+	// AgentMQTTURL is the broker URL enrollment gives agents
+	// (tcp://HOST:PORT); empty makes enrollment fail with 500.
+	AgentMQTTURL string
+	// AgentRevoker, when set, closes a revoked agent's sessions.
+	AgentRevoker AgentRevoker
 }
 
 func (c *Config) defaults() {
@@ -60,18 +66,26 @@ func New(cfg Config, store hub.Store, blobs hub.Blobs, log *slog.Logger) *API {
 		a.mux.HandleFunc(rt.Method+" "+rt.Pattern, rt.handler)
 		byPath[rt.Pattern] = append(byPath[rt.Pattern], rt.Method)
 	}
-	// Every known path answers other methods with a JSON 405.
+	// Every known path answers the other usual methods with a JSON 405.
+	// They are registered method by method: a method-less pattern such as
+	// "/api/v1/agents/tokens" would conflict with "GET /api/v1/agents/{id}".
 	for p, methods := range byPath {
 		if p == "/" {
 			continue
 		}
 		sort.Strings(methods)
 		allow := strings.Join(methods, ", ")
-		a.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+		h := func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
 			writeJSON(w, http.StatusMethodNotAllowed, hub.ErrorBody{
 				Error: "method " + r.Method + " not allowed on " + r.URL.Path + "; allowed: " + allow, Code: codeMethod})
-		})
+		}
+		for _, m := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
+			if slices.Contains(methods, m) || m == "HEAD" && slices.Contains(methods, "GET") {
+				continue
+			}
+			a.mux.HandleFunc(m+" "+p, h)
+		}
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, hub.ErrorBody{Error: "no route for " + r.Method + " " + r.URL.Path + "; see /openapi.json", Code: "not_found"})
@@ -133,5 +147,5 @@ func (a *API) routes() []Route {
 		{Method: "GET", Pattern: run + "/artifacts/{path...}", Summary: "Download an artifact", Response: "binary", Status: 200, handler: a.getArtifact},
 		{Method: "PUT", Pattern: run + "/snapshot", Summary: "Upload the script snapshot (tar.gz)", Request: "binary", Response: "Blob", Status: 200, handler: a.putSnapshot},
 		{Method: "GET", Pattern: run + "/snapshot", Summary: "Download the script snapshot", Response: "binary", Status: 200, handler: a.getSnapshot},
-	}, a.modelRoutes(one)...)
+	}, append(a.modelRoutes(one), a.agentRoutes()...)...)
 }

@@ -136,7 +136,8 @@ CREATE TABLE model_aliases (
 	PRIMARY KEY (model_id, alias)
 ) WITHOUT ROWID;
 CREATE INDEX model_aliases_version ON model_aliases (version_id);
-`,	`
+`,
+	`
 -- Agents are hub-wide (not per workspace). Join tokens and agent secrets
 -- are kept only as their sha256; a token is one-time (used_at).
 CREATE TABLE join_tokens (
@@ -162,5 +163,32 @@ CREATE TABLE agents (
 	revoked_at          INTEGER
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX agents_name ON agents (name) WHERE revoked_at IS NULL;
+`,
+	`
+-- Deployments: names are unique hub-wide (agents serve every deployment at
+-- /v2/models/{name}). The deployed version is kept by id; deleting a
+-- deployed version is refused by the store (versionDeployments), and the
+-- cascade only runs when a whole workspace is force-deleted.
+CREATE TABLE deployments (
+	id           INTEGER PRIMARY KEY,
+	workspace_id INTEGER NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+	name         TEXT NOT NULL UNIQUE,
+	version_id   INTEGER NOT NULL REFERENCES model_versions(id) ON DELETE CASCADE,
+	alias        TEXT NOT NULL DEFAULT '',
+	agents       TEXT NOT NULL, -- JSON array of agent ids
+	selector     TEXT NOT NULL, -- JSON object of labels
+	options      TEXT NOT NULL, -- JSON hub.RuntimeOptions
+	created_at   INTEGER NOT NULL,
+	updated_at   INTEGER NOT NULL
+);
+CREATE INDEX deployments_version ON deployments (version_id);
+-- agent_desired keeps the generation of each agent's desired state, so
+-- generations keep increasing across hub restarts, and a digest of its
+-- content, so an unchanged state is not given a new generation.
+CREATE TABLE agent_desired (
+	agent_id   TEXT PRIMARY KEY,
+	generation INTEGER NOT NULL,
+	digest     TEXT NOT NULL
+) WITHOUT ROWID;
 `,
 }
