@@ -17,6 +17,7 @@ import (
 	"github.com/atelier-ml/atelier/agent/internal/modelcache"
 	"github.com/atelier-ml/atelier/agent/internal/mqttsession"
 	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+	"github.com/atelier-ml/atelier/proto/agent/v1/topics"
 )
 
 // Server is the serving side the agent drives (the in-process scoring
@@ -61,7 +62,7 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() error {
-	if !mqttsession.ValidAgentID(c.ID) {
+	if !topics.ValidAgentID(c.ID) {
 		return fmt.Errorf("%w: ID %q does not match [a-z0-9][a-z0-9-]{0,62}", ErrInvalidConfig, c.ID)
 	}
 	if c.DataDir == "" {

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/atelier-ml/atelier/agent/internal/fsutil"
-	"github.com/atelier-ml/atelier/agent/internal/mqttsession"
 	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+	"github.com/atelier-ml/atelier/proto/agent/v1/topics"
 )
 
 // EnrollPath is the hub's enrollment route, relative to the hub URL.
@@ -42,7 +42,7 @@ type Credentials struct {
 // Validate checks that every field the agent needs is present and well formed.
 func (c *Credentials) Validate() error {
 	switch {
-	case !mqttsession.ValidAgentID(c.AgentID):
+	case !topics.ValidAgentID(c.AgentID):
 		return fmt.Errorf("%w: agent_id %q does not match [a-z0-9][a-z0-9-]{0,62}", ErrInvalidCredentials, c.AgentID)
 	case c.Secret == "":
 		return fmt.Errorf("%w: secret is empty", ErrInvalidCredentials)

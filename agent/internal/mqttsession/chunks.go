@@ -9,6 +9,7 @@ import (
 	"time"
 
 	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+	"github.com/atelier-ml/atelier/proto/agent/v1/topics"
 )
 
 type chunkKey struct {
@@ -220,7 +221,7 @@ func (s *Session) Chunk(ctx context.Context, sha string, index uint32) ([]byte, 
 // again later. It reports whether all were sent.
 func (s *Session) sendAll(ctx context.Context, reqs []*agentv1.ChunkRequest) bool {
 	for i, r := range reqs {
-		if err := s.publish(ctx, LeafChunksRequest, r, false); err != nil {
+		if err := s.publish(ctx, topics.ChunksRequest, r, false); err != nil {
 			if !errors.Is(err, ErrNotConnected) {
 				s.log.Warn("chunk request not sent", "sha256", r.Sha256, "index", r.Index, "error", err)
 			}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+	"github.com/atelier-ml/atelier/proto/agent/v1/topics"
 )
 
 // Config configures a Session. Zero durations take the defaults shown.
@@ -47,7 +48,7 @@ func (c *Config) setDefaults() error {
 	if c.Broker == "" {
 		return fmt.Errorf("%w: Broker is empty", ErrInvalidConfig)
 	}
-	if !ValidAgentID(c.AgentID) {
+	if !topics.ValidAgentID(c.AgentID) {
 		return fmt.Errorf("%w: AgentID %q does not match [a-z0-9][a-z0-9-]{0,62}", ErrInvalidConfig, c.AgentID)
 	}
 	def := func(d *time.Duration, v time.Duration) {
@@ -118,7 +119,7 @@ func New(cfg Config, h Handlers, log *slog.Logger) (*Session, error) {
 	return s, nil
 }
 
-func (s *Session) topic(leaf string) string { return Topic(s.cfg.AgentID, leaf) }
+func (s *Session) topic(leaf string) string { return topics.Topic(s.cfg.AgentID, leaf) }
 
 func (s *Session) presence(st agentv1.Presence_Status) []byte {
 	b, _ := proto.Marshal(&agentv1.Presence{
@@ -157,7 +158,7 @@ func (s *Session) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			s.setClient(nil)
-			tok := c.Publish(s.topic(LeafPresence), 1, true, s.presence(agentv1.Presence_STATUS_OFFLINE))
+			tok := c.Publish(s.topic(topics.Presence), 1, true, s.presence(agentv1.Presence_STATUS_OFFLINE))
 			tok.WaitTimeout(2 * time.Second)
 			c.Disconnect(250)
 			s.log.Info("mqtt session closed")
@@ -203,7 +204,7 @@ func (s *Session) connect(ctx context.Context) (mqtt.Client, <-chan error, error
 		SetConnectRetry(false).
 		SetConnectTimeout(s.cfg.ConnectTimeout).
 		SetKeepAlive(s.cfg.KeepAlive).
-		SetBinaryWill(s.topic(LeafPresence), s.presence(agentv1.Presence_STATUS_OFFLINE), 1, true).
+		SetBinaryWill(s.topic(topics.Presence), s.presence(agentv1.Presence_STATUS_OFFLINE), 1, true).
 		SetDefaultPublishHandler(s.dispatch).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			select {
@@ -216,12 +217,12 @@ func (s *Session) connect(ctx context.Context) (mqtt.Client, <-chan error, error
 		c.Disconnect(0)
 		return nil, nil, fmt.Errorf("connect %s: %w", s.cfg.Broker, err)
 	}
-	subs := map[string]byte{s.topic(LeafDesired): 1, s.topic(LeafChunksResponse): 1}
+	subs := map[string]byte{s.topic(topics.Desired): 1, s.topic(topics.ChunksResponse): 1}
 	if err := wait(ctx, c.SubscribeMultiple(subs, nil), s.cfg.ConnectTimeout); err != nil {
 		c.Disconnect(0)
 		return nil, nil, fmt.Errorf("subscribe: %w", err)
 	}
-	if err := wait(ctx, c.Publish(s.topic(LeafPresence), 1, true, s.presence(agentv1.Presence_STATUS_ONLINE)), s.cfg.ConnectTimeout); err != nil {
+	if err := wait(ctx, c.Publish(s.topic(topics.Presence), 1, true, s.presence(agentv1.Presence_STATUS_ONLINE)), s.cfg.ConnectTimeout); err != nil {
 		c.Disconnect(0)
 		return nil, nil, fmt.Errorf("publish presence: %w", err)
 	}
@@ -308,13 +309,13 @@ func (s *Session) publish(ctx context.Context, leaf string, msg proto.Message, r
 
 // PublishReported publishes a ReportedState (QoS 1, not retained).
 func (s *Session) PublishReported(ctx context.Context, st *agentv1.ReportedState) error {
-	return s.publish(ctx, LeafReported, st, false)
+	return s.publish(ctx, topics.Reported, st, false)
 }
 
 // dispatch routes every incoming message by topic.
 func (s *Session) dispatch(_ mqtt.Client, m mqtt.Message) {
 	switch m.Topic() {
-	case s.topic(LeafDesired):
+	case s.topic(topics.Desired):
 		var d agentv1.DesiredState
 		if err := proto.Unmarshal(m.Payload(), &d); err != nil {
 			s.log.Error("dropping undecodable desired state", "topic", m.Topic(), "bytes", len(m.Payload()), "error", err)
@@ -323,7 +324,7 @@ func (s *Session) dispatch(_ mqtt.Client, m mqtt.Message) {
 		if s.h.Desired != nil {
 			s.h.Desired(&d)
 		}
-	case s.topic(LeafChunksResponse):
+	case s.topic(topics.ChunksResponse):
 		var r agentv1.ChunkResponse
 		if err := proto.Unmarshal(m.Payload(), &r); err != nil {
 			s.log.Error("dropping undecodable chunk response", "topic", m.Topic(), "bytes", len(m.Payload()), "error", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/atelier-ml/atelier/agent/internal/modelcache"
 	"github.com/atelier-ml/atelier/agent/internal/testhub"
 	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+	"github.com/atelier-ml/atelier/proto/agent/v1/topics"
 )
 
 const guard = 30 * time.Second // deadlock guard only
@@ -93,7 +94,7 @@ func TestPresenceDesiredAndOfflineOnClose(t *testing.T) {
 	b := testhub.StartBroker(t)
 	hub := testhub.NewHub(t, b.URL, "edge-1")
 	hub.PublishDesired(&agentv1.DesiredState{Generation: 7})
-	hub.WaitRetained(b.URL, LeafDesired)
+	hub.WaitRetained(b.URL, topics.Desired)
 
 	got := make(chan *agentv1.DesiredState, 4)
 	connected := make(chan struct{}, 4)
@@ -215,11 +216,11 @@ func FuzzDispatch(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		leaf := LeafChunksResponse
+		leaf := topics.ChunksResponse
 		if desired {
-			leaf = LeafDesired
+			leaf = topics.Desired
 		}
-		s.dispatch(nil, fuzzMsg{Topic("fz", leaf), payload})
+		s.dispatch(nil, fuzzMsg{topics.Topic("fz", leaf), payload})
 		if got > 1 {
 			t.Fatalf("one message delivered %d times", got)
 		}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+	"github.com/atelier-ml/atelier/proto/agent/v1/topics"
 )
 
 // Credentials every MQTT client of a test Broker must present.
@@ -141,9 +142,9 @@ func NewHub(t testing.TB, url, agent string) *Hub {
 		SetOnConnectHandler(func(c mqtt.Client) {
 			// Subscribe on every (re)connect (idempotent with a persistent session).
 			tok := c.SubscribeMultiple(map[string]byte{
-				topic(agent, "chunks/request"): 1,
-				topic(agent, "reported"):       1,
-				topic(agent, "presence"):       1,
+				topic(agent, topics.ChunksRequest): 1,
+				topic(agent, topics.Reported):      1,
+				topic(agent, topics.Presence):      1,
 			}, h.onMessage)
 			go func() {
 				tok.WaitTimeout(10 * time.Second)
@@ -177,7 +178,7 @@ func NewHub(t testing.TB, url, agent string) *Hub {
 	return h
 }
 
-func topic(agent, leaf string) string { return "atelier/v1/agents/" + agent + "/" + leaf }
+func topic(agent, leaf string) string { return topics.Topic(agent, leaf) }
 
 func (h *Hub) signalLocked() {
 	close(h.changed)
@@ -215,7 +216,7 @@ func (h *Hub) onMessage(_ mqtt.Client, m mqtt.Message) {
 		}
 		h.mu.Unlock()
 		if again != nil {
-			h.client.Publish(topic(h.agent, "desired"), 1, true, again) // not awaited: paho handler
+			h.client.Publish(topic(h.agent, topics.Desired), 1, true, again) // not awaited: paho handler
 		}
 	case strings.HasSuffix(m.Topic(), "/presence"):
 		var p agentv1.Presence
@@ -265,7 +266,7 @@ func (h *Hub) serve(done chan struct{}) {
 				resp.Data = data
 			}
 			b, _ := proto.Marshal(resp)
-			toks = append(toks, h.client.Publish(topic(h.agent, "chunks/response"), 1, false, b))
+			toks = append(toks, h.client.Publish(topic(h.agent, topics.ChunksResponse), 1, false, b))
 			h.mu.Lock()
 			h.served = append(h.served, i)
 			h.mu.Unlock()
