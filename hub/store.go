@@ -18,6 +18,7 @@ type Store interface {
 	RunStore
 	ModelStore
 	AgentStore
+	DeploymentStore
 	// Close releases the store. No method may be called after Close.
 	Close() error
 }

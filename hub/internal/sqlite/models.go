@@ -390,15 +390,6 @@ func (s *Store) SetModelVersionTags(ctx context.Context, ws, name string, ref hu
 	return s.versionByID(ctx, ws, id)
 }
 
-// versionDeployments returns the deployments that use a model version. The
-// registry has no deployments yet, so this returns none; the deployment
-// work fills it in with a query, and DeleteModelVersion then refuses
-// deleting a deployed version.
-func versionDeployments(ctx context.Context, q querier, versionID int64) ([]string, error) {
-	_, _, _ = ctx, q, versionID
-	return nil, nil
-}
-
 // DeleteModelVersion implements hub.ModelStore.
 func (s *Store) DeleteModelVersion(ctx context.Context, ws, name string, version int, force bool) error {
 	return s.write(ctx, func(tx *sql.Tx) error {

@@ -1,0 +1,295 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/atelier-ml/atelier/hub"
+)
+
+// Deployments and agents' desired-state generations: migration 4 in
+// schema.go.
+
+var _ hub.DeploymentStore = (*Store)(nil)
+
+const deploymentCols = `w.name, d.name, m.name, v.version, d.alias, v.sha256, v.size,
+	d.agents, d.selector, d.options, d.created_at, d.updated_at`
+
+const deploymentFrom = ` FROM deployments d JOIN workspaces w ON w.id = d.workspace_id
+	JOIN model_versions v ON v.id = d.version_id JOIN models m ON m.id = v.model_id`
+
+func scanDeployment(sc interface{ Scan(...any) error }) (hub.Deployment, error) {
+	var d hub.Deployment
+	var agents, selector, options string
+	var created, updated int64
+	if err := sc.Scan(&d.Workspace, &d.Name, &d.Model, &d.Version, &d.Alias, &d.SHA256, &d.Size,
+		&agents, &selector, &options, &created, &updated); err != nil {
+		return d, err
+	}
+	if err := json.Unmarshal([]byte(agents), &d.Agents); err != nil {
+		return d, fmt.Errorf("deployment %q: decode agents: %w", d.Name, err)
+	}
+	if err := json.Unmarshal([]byte(selector), &d.Selector); err != nil {
+		return d, fmt.Errorf("deployment %q: decode selector: %w", d.Name, err)
+	}
+	if err := json.Unmarshal([]byte(options), &d.Options); err != nil {
+		return d, fmt.Errorf("deployment %q: decode options: %w", d.Name, err)
+	}
+	d.CreatedAt, d.UpdatedAt = fromNanos(created), fromNanos(updated)
+	d.Targets = []hub.DeploymentTarget{}
+	return d, nil
+}
+
+// deploymentRow is a validated spec resolved in a write transaction.
+type deploymentRow struct {
+	wsID, versionID           int64
+	alias                     string
+	agents, selector, options string
+}
+
+// resolveDeployment checks spec (name, targeting, options), resolves its
+// model ref in ws and checks that every targeted agent exists and is not
+// revoked.
+func resolveDeployment(ctx context.Context, tx *sql.Tx, ws string, spec hub.DeploymentSpec) (deploymentRow, error) {
+	var row deploymentRow
+	if err := hub.CheckName("deployment", spec.Name); err != nil {
+		return row, err
+	}
+	if err := hub.CheckTargeting(spec.Agents, spec.Selector); err != nil {
+		return row, err
+	}
+	if err := spec.Options.Check(); err != nil {
+		return row, err
+	}
+	wsID, err := workspaceID(ctx, tx, ws)
+	if err != nil {
+		return row, err
+	}
+	vid, _, err := resolveVersion(ctx, tx, ws, spec.Model, spec.Ref)
+	if err != nil {
+		return row, err
+	}
+	for _, id := range spec.Agents {
+		var revoked sql.NullInt64
+		err := tx.QueryRowContext(ctx, "SELECT revoked_at FROM agents WHERE id = ?", id).Scan(&revoked)
+		if errors.Is(err, sql.ErrNoRows) {
+			return row, fmt.Errorf("target agent %q: %w", id, hub.ErrNotFound)
+		}
+		if err != nil {
+			return row, err
+		}
+		if revoked.Valid {
+			return row, fmt.Errorf("target agent %q is revoked: %w", id, hub.ErrInvalid)
+		}
+	}
+	agents := spec.Agents
+	if agents == nil {
+		agents = []string{}
+	}
+	selector := spec.Selector
+	if selector == nil {
+		selector = map[string]string{}
+	}
+	a, err := json.Marshal(agents)
+	if err != nil {
+		return row, err
+	}
+	s, err := json.Marshal(selector)
+	if err != nil {
+		return row, err
+	}
+	o, err := json.Marshal(spec.Options)
+	if err != nil {
+		return row, err
+	}
+	alias := spec.Ref.Alias
+	if alias == "" && spec.Ref.Version > 0 {
+		alias = spec.Alias
+	}
+	return deploymentRow{wsID: wsID, versionID: vid, alias: alias, agents: string(a), selector: string(s), options: string(o)}, nil
+}
+
+// CreateDeployment implements hub.DeploymentStore.
+func (s *Store) CreateDeployment(ctx context.Context, ws string, spec hub.DeploymentSpec) (hub.Deployment, error) {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		row, err := resolveDeployment(ctx, tx, ws, spec)
+		if err != nil {
+			return err
+		}
+		var other string
+		err = tx.QueryRowContext(ctx, "SELECT w.name FROM deployments d JOIN workspaces w ON w.id = d.workspace_id WHERE d.name = ?", spec.Name).Scan(&other)
+		if err == nil {
+			return fmt.Errorf("deployment %q already exists in workspace %q (names are unique across workspaces: agents serve every deployment at /v2/models/{name}): %w", spec.Name, other, hub.ErrConflict)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		now := nanos(s.now())
+		_, err = tx.ExecContext(ctx, `INSERT INTO deployments (workspace_id, name, version_id, alias, agents, selector, options, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, row.wsID, spec.Name, row.versionID, row.alias, row.agents, row.selector, row.options, now, now)
+		return err
+	})
+	if err != nil {
+		return hub.Deployment{}, fmt.Errorf("create deployment %q: %w", spec.Name, err)
+	}
+	return s.GetDeployment(ctx, ws, spec.Name)
+}
+
+// UpdateDeployment implements hub.DeploymentStore.
+func (s *Store) UpdateDeployment(ctx context.Context, ws string, spec hub.DeploymentSpec) (hub.Deployment, error) {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		row, err := resolveDeployment(ctx, tx, ws, spec)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE deployments SET version_id = ?, alias = ?, agents = ?, selector = ?, options = ?, updated_at = ?
+			WHERE workspace_id = ? AND name = ?`, row.versionID, row.alias, row.agents, row.selector, row.options, nanos(s.now()), row.wsID, spec.Name)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			if err == nil {
+				err = fmt.Errorf("deployment %q in workspace %q: %w", spec.Name, ws, hub.ErrNotFound)
+			}
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return hub.Deployment{}, fmt.Errorf("update deployment %q: %w", spec.Name, err)
+	}
+	return s.GetDeployment(ctx, ws, spec.Name)
+}
+
+// GetDeployment implements hub.DeploymentStore.
+func (s *Store) GetDeployment(ctx context.Context, ws, name string) (hub.Deployment, error) {
+	var d hub.Deployment
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		if _, err := workspaceID(ctx, tx, ws); err != nil {
+			return err
+		}
+		var err error
+		d, err = scanDeployment(tx.QueryRowContext(ctx, "SELECT "+deploymentCols+deploymentFrom+" WHERE w.name = ? AND d.name = ?", ws, name))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("deployment %q in workspace %q: %w", name, ws, hub.ErrNotFound)
+		}
+		return err
+	})
+	return d, err
+}
+
+// ListDeployments implements hub.DeploymentStore.
+func (s *Store) ListDeployments(ctx context.Context, ws string) ([]hub.Deployment, error) {
+	out := []hub.Deployment{}
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		q, args := "SELECT "+deploymentCols+deploymentFrom+" ORDER BY w.name, d.name", []any{}
+		if ws != "" {
+			if _, err := workspaceID(ctx, tx, ws); err != nil {
+				return err
+			}
+			q, args = "SELECT "+deploymentCols+deploymentFrom+" WHERE w.name = ? ORDER BY d.name", []any{ws}
+		}
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			d, err := scanDeployment(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, d)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list deployments: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteDeployment implements hub.DeploymentStore.
+func (s *Store) DeleteDeployment(ctx context.Context, ws, name string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		wsID, err := workspaceID(ctx, tx, ws)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, "DELETE FROM deployments WHERE workspace_id = ? AND name = ?", wsID, name)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			if err == nil {
+				err = fmt.Errorf("deployment %q in workspace %q: %w", name, ws, hub.ErrNotFound)
+			}
+			return err
+		}
+		return nil
+	})
+}
+
+// DesiredRecords implements hub.DeploymentStore.
+func (s *Store) DesiredRecords(ctx context.Context) (map[string]hub.DesiredRecord, error) {
+	out := map[string]hub.DesiredRecord{}
+	rows, err := s.r.QueryContext(ctx, "SELECT agent_id, generation, digest FROM agent_desired")
+	if err != nil {
+		return nil, fmt.Errorf("desired records: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var r hub.DesiredRecord
+		var gen int64
+		if err := rows.Scan(&id, &gen, &r.Digest); err != nil {
+			return nil, fmt.Errorf("desired records: %w", err)
+		}
+		r.Generation = uint64(gen)
+		out[id] = r
+	}
+	return out, rows.Err()
+}
+
+// SetDesiredRecord implements hub.DeploymentStore.
+func (s *Store) SetDesiredRecord(ctx context.Context, agent string, r hub.DesiredRecord) error {
+	if agent == "" || r.Generation == 0 || r.Generation > 1<<62 {
+		return fmt.Errorf("desired record of %q: generation %d: expected an agent id and a generation from 1: %w", agent, r.Generation, hub.ErrInvalid)
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		var cur int64
+		err := tx.QueryRowContext(ctx, "SELECT generation FROM agent_desired WHERE agent_id = ?", agent).Scan(&cur)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return err
+		case uint64(cur) >= r.Generation:
+			return fmt.Errorf("desired record of %q: generation %d is not above the stored %d: %w", agent, r.Generation, cur, hub.ErrConflict)
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO agent_desired (agent_id, generation, digest) VALUES (?, ?, ?)
+			ON CONFLICT (agent_id) DO UPDATE SET generation = excluded.generation, digest = excluded.digest`, agent, int64(r.Generation), r.Digest)
+		return err
+	})
+}
+
+// versionDeployments returns the names of the deployments that use a model
+// version (DeleteModelVersion refuses to delete it while there are any).
+func versionDeployments(ctx context.Context, q querier, versionID int64) ([]string, error) {
+	rows, err := q.QueryContext(ctx, "SELECT name FROM deployments WHERE version_id = ? ORDER BY name", versionID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
