@@ -24,6 +24,10 @@ type Config struct {
 	// MQTT and NATS are the embedded broker's listen addresses.
 	MQTT string `yaml:"mqtt"`
 	NATS string `yaml:"nats"`
+	// AdvertiseMQTT is the MQTT address (host:port) enrollment gives
+	// agents, as they should reach the broker; empty means the bound MQTT
+	// address.
+	AdvertiseMQTT string `yaml:"advertise_mqtt"`
 	// MaxBodyBytes limits JSON request bodies other than batches.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// MaxBatchBytes limits metric and log batch bodies.
@@ -119,6 +123,15 @@ func (c Config) Validate() error {
 		}
 		if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 65535 {
 			return fmt.Errorf("hub config: %s: port %q must be a number from 0 to 65535", a.name, p)
+		}
+	}
+	if c.AdvertiseMQTT != "" {
+		h, p, err := net.SplitHostPort(c.AdvertiseMQTT)
+		if err != nil {
+			return fmt.Errorf("hub config: advertise_mqtt: %q is not host:port: %w", c.AdvertiseMQTT, err)
+		}
+		if n, err := strconv.Atoi(p); h == "" || err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("hub config: advertise_mqtt: %q needs a host and a port from 1 to 65535", c.AdvertiseMQTT)
 		}
 	}
 	if c.MaxBodyBytes < 1024 {

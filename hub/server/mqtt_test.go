@@ -5,16 +5,23 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/atelier-ml/atelier/hub/internal/broker"
 )
 
 // TestMQTTRoundTrip connects two real paho clients to the embedded broker's
-// MQTT listener: one subscribes, the other publishes, at QoS 0 and 1.
+// MQTT listener: one subscribes, the other publishes, at QoS 0 and 1. They
+// log in as the hub's own user (the broker requires authentication).
 func TestMQTTRoundTrip(t *testing.T) {
 	s, _ := startHub(t, nil)
 	addr := "tcp://" + s.Addrs().MQTT
+	s.mu.Lock()
+	secret := s.hubSecret
+	s.mu.Unlock()
 	connect := func(id string) mqtt.Client {
 		t.Helper()
 		opts := mqtt.NewClientOptions().AddBroker(addr).SetClientID(id).
+			SetUsername(broker.HubUser).SetPassword(secret).
 			SetConnectTimeout(10 * time.Second).SetAutoReconnect(false).SetProtocolVersion(4)
 		c := mqtt.NewClient(opts)
 		if tok := c.Connect(); !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/atelier-ml/atelier/hub/internal/api"
 	"github.com/atelier-ml/atelier/hub/internal/blobfs"
 	"github.com/atelier-ml/atelier/hub/internal/broker"
+	"github.com/atelier-ml/atelier/hub/internal/fleet"
 	"github.com/atelier-ml/atelier/hub/internal/sqlite"
 )
 
@@ -36,9 +37,10 @@ type Server struct {
 	log   *slog.Logger
 	ready chan struct{}
 
-	mu    sync.Mutex
-	addrs Addrs
-	ran   bool
+	mu        sync.Mutex
+	addrs     Addrs
+	ran       bool
+	hubSecret string // the broker password of broker.HubUser, set by Run
 }
 
 // New validates cfg and returns a server that is not started yet.
@@ -92,9 +94,17 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("hub: %w", err)
 	}
 
+	// Every broker client authenticates: agents with the secret from
+	// enrollment (verified against the store's hashes), the hub's own
+	// clients as broker.HubUser with a secret made at every start.
+	hubSecret := broker.NewSecret()
+	s.mu.Lock()
+	s.hubSecret = hubSecret
+	s.mu.Unlock()
 	br, err := broker.New(broker.Config{
 		Name: "atelier-hub", NATS: cfg.NATS, MQTT: cfg.MQTT,
 		StoreDir: filepath.Join(cfg.Data, "jetstream"),
+		Auth:     &broker.AuthConfig{Credentials: storeCredentials{st: store}, HubSecret: hubSecret},
 	}, s.log)
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
@@ -104,6 +114,29 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("hub: %w", err)
 	}
 	defer br.Shutdown()
+
+	// The hub side of the agent protocol, recording presence in the store.
+	pres := newPresence(store, time.Second, s.log.With("component", "presence"))
+	fl, err := fleet.New(fleet.Config{Broker: "tcp://" + br.MQTTAddr(), Username: broker.HubUser, Password: hubSecret},
+		blobs, pres, s.log.With("component", "fleet"))
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	fctx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
+	var fleetWG sync.WaitGroup
+	fleetWG.Go(func() { _ = fl.Run(fctx) })
+	fleetWG.Go(func() { pres.run(fctx) })
+	defer func() { stopFleet(); fleetWG.Wait() }() // before the broker shuts down
+	select {
+	case <-fl.Ready():
+	case <-ctx.Done():
+	case <-time.After(30 * time.Second):
+		s.log.Warn("the fleet endpoint has not connected to the broker yet; continuing (it keeps trying)")
+	}
+	advertise := cfg.AdvertiseMQTT
+	if advertise == "" {
+		advertise = br.MQTTAddr()
+	}
 
 	ln, err := net.Listen("tcp", cfg.HTTP)
 	if err != nil {
@@ -117,6 +150,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		MaxBatchBytes:    cfg.MaxBatchBytes,
 		MaxMetricPoints:  cfg.MaxMetricPoints,
 		MaxArtifactBytes: cfg.MaxArtifactBytes,
+		AgentMQTTURL:     "tcp://" + advertise,
+		AgentRevoker:     &revoker{br: br, fl: fl, pr: pres, log: s.log.With("component", "agents")},
 	}, store, blobs, s.log.With("component", "api"))
 	hs := &http.Server{
 		Handler:           a.Handler(),

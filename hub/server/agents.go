@@ -1,0 +1,189 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/atelier-ml/atelier/hub"
+	"github.com/atelier-ml/atelier/hub/internal/broker"
+	"github.com/atelier-ml/atelier/hub/internal/fleet"
+	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+)
+
+// Agent presence: what the hub records of agents from the protocol, and
+// how revocation reaches the broker.
+
+// DefaultHeartbeat is the heartbeat assumed for an agent whose Presence
+// gives none (docs/protocol.md: 10 s).
+const DefaultHeartbeat = 10 * time.Second
+
+// MissedHeartbeats is how many heartbeat intervals without a message make
+// an online agent offline.
+const MissedHeartbeats = 3
+
+// storeCredentials lets the broker verify agents against the store.
+type storeCredentials struct{ st hub.AgentStore }
+
+var _ broker.Credentials = storeCredentials{}
+
+func (c storeCredentials) Verify(ctx context.Context, id, secret string) (bool, error) {
+	return c.st.VerifyAgentSecret(ctx, id, secret)
+}
+
+// presence is the fleet.Observer of the hub: it records presence,
+// capabilities and reports in the store, and its sweeper marks offline an
+// online agent not heard from for MissedHeartbeats of its heartbeat
+// interval. Store writes happen on the fleet's observer goroutine (and the
+// sweeper's); a failed write is logged, and the next message retries.
+//
+// Every ReportedState (sent every heartbeat) is written to the store, so
+// last_seen is exact; at thousands of agents with a 10 s heartbeat this is
+// hundreds of small transactions a second, which the store handles, but it
+// is the first thing to batch when the fleet grows.
+type presence struct {
+	st    hub.AgentStore
+	log   *slog.Logger
+	now   func() time.Time
+	sweep time.Duration // sweeper period
+
+	mu     sync.Mutex
+	agents map[string]*seen // online agents only
+}
+
+type seen struct {
+	last      time.Time
+	heartbeat time.Duration
+}
+
+var _ fleet.Observer = (*presence)(nil)
+
+func newPresence(st hub.AgentStore, sweep time.Duration, log *slog.Logger) *presence {
+	return &presence{st: st, log: log, now: time.Now, sweep: sweep, agents: map[string]*seen{}}
+}
+
+func capsFrom(c *agentv1.Capabilities) *hub.Capabilities {
+	if c == nil {
+		return nil
+	}
+	return &hub.Capabilities{Kind: c.GetKind(), OS: c.GetOs(), Arch: c.GetArch(), CPUs: c.GetCpus(), MemoryBytes: c.GetMemoryBytes(),
+		ONNXRuntimeVersion: c.GetOnnxruntimeVersion(), AgentVersion: c.GetAgentVersion()}
+}
+
+// Presence implements fleet.Observer.
+func (p *presence) Presence(ctx context.Context, id string, m *agentv1.Presence) {
+	now := p.now()
+	switch m.GetStatus() {
+	case agentv1.Presence_STATUS_ONLINE:
+		hb := time.Duration(m.GetHeartbeatSeconds()) * time.Second
+		if hb <= 0 {
+			hb = DefaultHeartbeat
+		}
+		p.mu.Lock()
+		p.agents[id] = &seen{last: now, heartbeat: hb}
+		p.mu.Unlock()
+		if err := p.st.SetAgentPresence(ctx, id, true, capsFrom(m.GetCapabilities()), now); err != nil {
+			p.log.Error("record agent online", "agent", id, "error", err)
+		}
+	case agentv1.Presence_STATUS_OFFLINE:
+		p.offline(ctx, id, now)
+	}
+}
+
+// Reported implements fleet.Observer: a report is a heartbeat.
+func (p *presence) Reported(ctx context.Context, id string, r *agentv1.ReportedState) {
+	now := p.now()
+	p.mu.Lock()
+	s := p.agents[id]
+	if s == nil {
+		s = &seen{heartbeat: DefaultHeartbeat}
+		p.agents[id] = s
+	}
+	s.last = now
+	p.mu.Unlock()
+	if err := p.st.RecordAgentReport(ctx, id, hub.AgentReport{ObservedGeneration: r.GetObservedGeneration(), Endpoint: r.GetEndpoint()}, now); err != nil {
+		p.log.Error("record agent report", "agent", id, "error", err)
+	}
+}
+
+func (p *presence) offline(ctx context.Context, id string, at time.Time) {
+	p.mu.Lock()
+	delete(p.agents, id)
+	p.mu.Unlock()
+	if err := p.st.SetAgentPresence(ctx, id, false, nil, at); err != nil {
+		p.log.Error("record agent offline", "agent", id, "error", err)
+	}
+}
+
+// forget drops a (revoked) agent from the sweeper.
+func (p *presence) forget(id string) {
+	p.mu.Lock()
+	delete(p.agents, id)
+	p.mu.Unlock()
+}
+
+// run loads the agents the store says are online (they get
+// MissedHeartbeats intervals from now to be heard from, as after a hub
+// restart their last messages went to the previous process), then sweeps
+// every p.sweep until ctx ends. An agent silent for MissedHeartbeats ×
+// its heartbeat is marked offline at most p.sweep later.
+func (p *presence) run(ctx context.Context) {
+	if list, err := p.st.ListAgents(ctx); err != nil {
+		p.log.Error("load agents for the presence sweeper", "error", err)
+	} else {
+		now := p.now()
+		p.mu.Lock()
+		for _, a := range list {
+			if a.State == hub.AgentOnline && p.agents[a.ID] == nil {
+				p.agents[a.ID] = &seen{last: now, heartbeat: DefaultHeartbeat}
+			}
+		}
+		p.mu.Unlock()
+	}
+	t := time.NewTicker(p.sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := p.now()
+		var stale []string
+		p.mu.Lock()
+		for id, s := range p.agents {
+			if now.Sub(s.last) > MissedHeartbeats*s.heartbeat {
+				stale = append(stale, id)
+			}
+		}
+		p.mu.Unlock()
+		for _, id := range stale {
+			p.log.Info("agent missed its heartbeats; marking offline", "agent", id)
+			p.offline(ctx, id, now)
+		}
+	}
+}
+
+// revoker implements api.AgentRevoker: the store has already revoked the
+// agent (the broker refuses its CONNECTs), so close its connections and
+// forget its desired state.
+type revoker struct {
+	br  *broker.Broker
+	fl  *fleet.Fleet
+	pr  *presence
+	log *slog.Logger
+}
+
+func (r *revoker) RevokeAgent(ctx context.Context, id string) error {
+	n, err := r.br.DisconnectAgent(id)
+	if err != nil {
+		return err
+	}
+	r.pr.forget(id)
+	if err := r.fl.RemoveAgent(ctx, id); err != nil {
+		return err
+	}
+	r.log.Info("agent revoked: connections closed, desired state cleared", "agent", id, "connections", n)
+	return nil
+}
