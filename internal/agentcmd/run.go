@@ -105,7 +105,7 @@ func parseLabels(specs []string) (map[string]string, error) {
 }
 
 func agentVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}
 	return "dev"
@@ -177,10 +177,14 @@ func runAgent(cmd *cobra.Command, o runOptions, stdout, stderr io.Writer) error 
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	if _, err := ortlib.Init(s.ortLib); err != nil {
+	// The ONNX Runtime library is only looked for here (a missing one fails
+	// now, not at the first deployment); it is loaded with the first model.
+	// An idle agent without it is about 13 MiB resident instead of 30, so
+	// the capability names the release the agent is built for and checks.
+	if _, err := ortlib.Find(s.ortLib); err != nil {
 		return err
 	}
-	caps := agent.DetectCapabilities("edge", ortlib.RuntimeVersion(), agentVersion())
+	caps := agent.DetectCapabilities("edge", ortlib.Version, agentVersion())
 	ec := agent.CapabilitiesJSON(caps)
 	creds, err := credentials(ctx, o, &ec, log)
 	if err != nil {

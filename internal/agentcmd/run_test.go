@@ -69,6 +69,8 @@ func TestRunCommandLineErrors(t *testing.T) {
 		{"bad hub", []string{"run", "--data", dir, "--hub", "hub:8600", "--join-token", "t"}, 1, `hub URL "hub:8600"`},
 		{"refused", []string{"run", "--data", dir, "--hub", refusing.URL, "--join-token", "t"}, 1,
 			"enrollment refused: HTTP 410: join token expired at 2026-11-23T18:00:00Z (code token_expired)"},
+		{"no onnx runtime", []string{"run", "--data", dir, "--ort-lib", "/nonexistent/libonnxruntime.so.1"}, 1,
+			`--ort-lib "/nonexistent/libonnxruntime.so.1": onnx runtime library not found`},
 		{"unreachable", []string{"run", "--data", dir, "--hub", "http://" + closedAddr(t), "--join-token", "t"}, 1, "hub unreachable"},
 	}
 	for _, tc := range tests {
