@@ -23,6 +23,9 @@ type Config struct {
 	AgentMQTTURL string
 	// AgentRevoker, when set, closes a revoked agent's sessions.
 	AgentRevoker AgentRevoker
+	// Rollout, when set, is told of deployment changes and gives each
+	// targeted agent's state (see Rollout).
+	Rollout Rollout
 }
 
 func (c *Config) defaults() {
@@ -147,5 +150,5 @@ func (a *API) routes() []Route {
 		{Method: "GET", Pattern: run + "/artifacts/{path...}", Summary: "Download an artifact", Response: "binary", Status: 200, handler: a.getArtifact},
 		{Method: "PUT", Pattern: run + "/snapshot", Summary: "Upload the script snapshot (tar.gz)", Request: "binary", Response: "Blob", Status: 200, handler: a.putSnapshot},
 		{Method: "GET", Pattern: run + "/snapshot", Summary: "Download the script snapshot", Response: "binary", Status: 200, handler: a.getSnapshot},
-	}, append(a.modelRoutes(one), a.agentRoutes()...)...)
+	}, slices.Concat(a.modelRoutes(one), a.agentRoutes(), a.deploymentRoutes(one))...)
 }

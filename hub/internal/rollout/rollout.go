@@ -251,10 +251,12 @@ func (r *Rollout) Presence(_ context.Context, agentID string, p *agentv1.Presenc
 func (r *Rollout) Targets(d hub.Deployment, agents []hub.Agent) []hub.DeploymentTarget {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return targets(d, agents, r.reports)
+	return Targets(d, agents, r.reports)
 }
 
-func targets(d hub.Deployment, agents []hub.Agent, reports map[string]*agentv1.ReportedState) []hub.DeploymentTarget {
+// Targets computes the targets of d as Rollout.Targets does, from reports
+// (agent id → latest report; nil: every target pending).
+func Targets(d hub.Deployment, agents []hub.Agent, reports map[string]*agentv1.ReportedState) []hub.DeploymentTarget {
 	out := []hub.DeploymentTarget{}
 	for _, a := range agents {
 		if a.State == hub.AgentRevoked || !d.Reaches(a.ID, a.Labels) {

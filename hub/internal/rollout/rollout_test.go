@@ -347,7 +347,7 @@ func TestTargets(t *testing.T) {
 		"old": {Deployments: []*agentv1.DeploymentStatus{{Name: "fraud", State: agentv1.DeploymentStatus_STATE_SERVING, ModelVersion: 1}}},
 		"bad": {Deployments: []*agentv1.DeploymentStatus{{Name: "fraud", State: agentv1.DeploymentStatus_STATE_FAILED, ModelVersion: 2, Error: "load: bad opset"}}},
 	}
-	got := targets(d, agents, reports)
+	got := Targets(d, agents, reports)
 	want := []hub.DeploymentTarget{
 		{Agent: "a", State: hub.TargetServing, ModelVersion: 2, Endpoint: "http://10.0.0.1:8080/v2/models/fraud"},
 		{Agent: "b", State: hub.TargetPending, Endpoint: "http://10.0.0.2:8080/v2/models/fraud"},
