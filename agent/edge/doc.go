@@ -9,6 +9,11 @@
 // registry warms the new version up with one inference before it takes
 // traffic, and on any error the version served before keeps serving.
 //
-// It does not own the registry (the caller creates and closes it), the HTTP
-// listener, downloads or the agent's bookkeeping.
+// Run is the whole edge agent (what `atelier-agent run` starts): a
+// registry, its HTTP server on a listener, and the agent core (package
+// agent) driving a Server over that registry, stopped together.
+//
+// Server does not own the registry (the caller creates and closes it; Run
+// does both), and nothing here downloads models or keeps the agent's
+// bookkeeping (package agent does). Enrollment is package agent's too.
 package edge

@@ -198,6 +198,9 @@ func runAgent(cmd *cobra.Command, o runOptions, stdout, stderr io.Writer) error 
 	endpoint := o.advertise
 	if endpoint == "" {
 		endpoint = "http://" + ln.Addr().String()
+		if host, _, _ := net.SplitHostPort(ln.Addr().String()); net.ParseIP(host).IsUnspecified() {
+			log.Warn("the endpoint reported to the hub names the wildcard address; give --advertise http://HOST:PORT as clients reach it", "endpoint", endpoint)
+		}
 	}
 	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
 	return edge.Run(ctx, ln, edge.DaemonConfig{
