@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"testing"
@@ -119,4 +120,37 @@ func TestAgentExpiredToken(t *testing.T) {
 	var tok hub.JoinToken
 	e.ok(201, "POST", agentsPath+"/tokens", map[string]any{"ttl": "1ns"}, &tok)
 	e.fails(401, "unauthorized", "POST", agentsPath+"/enroll", hub.EnrollRequest{Token: tok.Token, Name: "late", Capabilities: hub.Capabilities{Kind: "fpga"}}, "join token is expired")
+}
+
+// FuzzEnroll: any enrollment body (the route needs no login) is answered
+// 201, 400, 401 or 409 with a JSON error, never 500; a valid token is
+// offered so bodies that reach the store are exercised too.
+func FuzzEnroll(f *testing.F) {
+	e := newEnv(f, api.Config{AgentMQTTURL: "tcp://127.0.0.1:1883"})
+	var tok hub.JoinToken
+	e.ok(201, "POST", agentsPath+"/tokens", map[string]any{"ttl": "168h"}, &tok)
+	f.Add(`{"token":"` + tok.Token + `","name":"a","capabilities":{"kind":"edge"}}`)
+	f.Add(`{"token":"x","name":"a","labels":{"k":"v"},"capabilities":{"kind":"fpga","cpus":-1}}`)
+	f.Add(`{"token":"` + tok.Token + `","name":"a\u0000","capabilities":{"kind":"edge","memory_bytes":1e40}}`)
+	f.Add(`[]`)
+	f.Add(``)
+	f.Fuzz(func(t *testing.T, body string) {
+		te := *e
+		te.t = t
+		code, out := te.do("POST", agentsPath+"/enroll", body)
+		switch code {
+		case 201:
+			var en hub.Enrollment
+			if err := json.Unmarshal(out, &en); err != nil || !topics.ValidAgentID(en.AgentID) || en.Secret == "" {
+				t.Fatalf("201 with %s", out)
+			}
+		case 400, 401, 409:
+			var eb hub.ErrorBody
+			if err := json.Unmarshal(out, &eb); err != nil || eb.Error == "" {
+				t.Fatalf("%d with %s", code, out)
+			}
+		default:
+			t.Fatalf("status %d: %s", code, out)
+		}
+	})
 }
