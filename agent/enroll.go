@@ -184,9 +184,21 @@ func Enroll(ctx context.Context, client *http.Client, hub string, req EnrollRequ
 	if err != nil {
 		return nil, fmt.Errorf("enroll at %s: %w: reading the answer: %w", endpoint, ErrHubUnreachable, err)
 	}
-	if resp.StatusCode != http.StatusCreated {
+	c, err := parseEnrollAnswer(resp.StatusCode, b, base)
+	if err != nil {
+		return nil, fmt.Errorf("enroll at %s: %w", endpoint, err)
+	}
+	log.Info("enrolled", "agent_id", c.AgentID, "mqtt_url", c.MQTTURL, "hub", base)
+	return c, nil
+}
+
+// parseEnrollAnswer turns the hub's answer to an enrollment into
+// Credentials for hub base, or an error wrapping ErrEnrollRefused (4xx) or
+// ErrEnrollFailed.
+func parseEnrollAnswer(status int, b []byte, base string) (*Credentials, error) {
+	if status != http.StatusCreated {
 		var he hubError
-		msg := strings.TrimSpace(string(b))
+		msg := strings.ToValidUTF8(strings.TrimSpace(string(b)), "?")
 		if json.Unmarshal(b, &he) == nil && he.Error != "" {
 			msg = he.Error
 			if he.Code != "" {
@@ -194,23 +206,22 @@ func Enroll(ctx context.Context, client *http.Client, hub string, req EnrollRequ
 			}
 		}
 		if len(msg) > 512 {
-			msg = msg[:512] + "…"
+			msg = strings.ToValidUTF8(msg[:512], "") + "…"
 		}
 		kind := ErrEnrollFailed
-		if resp.StatusCode >= 400 && resp.StatusCode < 500 {
+		if status >= 400 && status < 500 {
 			kind = ErrEnrollRefused
 		}
-		return nil, fmt.Errorf("enroll at %s: %w: HTTP %d: %s", endpoint, kind, resp.StatusCode, msg)
+		return nil, fmt.Errorf("%w: HTTP %d: %s", kind, status, msg)
 	}
 	var er enrollResponse
 	if err := json.Unmarshal(b, &er); err != nil {
-		return nil, fmt.Errorf("enroll at %s: %w: HTTP 201 with a body that is not the expected JSON: %w", endpoint, ErrEnrollFailed, err)
+		return nil, fmt.Errorf("%w: HTTP 201 with a body that is not the expected JSON: %w", ErrEnrollFailed, err)
 	}
 	c := &Credentials{AgentID: er.AgentID, Secret: er.Secret, MQTTURL: er.MQTTURL, Hub: base, EnrolledAt: time.Now().UTC()}
 	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("enroll at %s: %w: the hub's answer: %w", endpoint, ErrEnrollFailed, err)
+		return nil, fmt.Errorf("%w: the hub's answer: %w", ErrEnrollFailed, err)
 	}
-	log.Info("enrolled", "agent_id", c.AgentID, "mqtt_url", c.MQTTURL, "hub", base)
 	return c, nil
 }
 

@@ -240,3 +240,27 @@ func TestEnrollErrors(t *testing.T) {
 		}
 	})
 }
+
+// FuzzEnrollAnswer: whatever the hub answers, enrollment either yields
+// credentials that validate or an error of one of the enrollment kinds.
+func FuzzEnrollAnswer(f *testing.F) {
+	f.Add(201, []byte(`{"agent_id":"a1","secret":"s","mqtt_url":"tcp://h:1883"}`))
+	f.Add(201, []byte(`{"agent_id":"A","secret":"s","mqtt_url":"tcp://h:1883"}`))
+	f.Add(401, []byte(`{"error":"unknown join token","code":"unauthenticated"}`))
+	f.Add(500, []byte("\xff\xfe oops"))
+	f.Fuzz(func(t *testing.T, status int, body []byte) {
+		c, err := parseEnrollAnswer(status, body, "http://hub")
+		if err != nil {
+			if c != nil || !(errors.Is(err, ErrEnrollRefused) || errors.Is(err, ErrEnrollFailed)) {
+				t.Fatalf("parseEnrollAnswer(%d, %q) = %v, %v", status, body, c, err)
+			}
+			return
+		}
+		if status != http.StatusCreated {
+			t.Fatalf("credentials from HTTP %d", status)
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("credentials that do not validate: %v", err)
+		}
+	})
+}
