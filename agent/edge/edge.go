@@ -81,8 +81,14 @@ func (s *Server) swap(ctx context.Context, deployment, v, path string) error {
 	if err != nil {
 		return fmt.Errorf("edge: swap deployment %q to version %s: %w", deployment, v, err)
 	}
-	if _, err := s.reg.Swap(ctx, deployment, v, r); err != nil {
+	got, err := s.reg.Swap(ctx, deployment, v, r)
+	if err != nil && got == "" {
 		return fmt.Errorf("edge: swap deployment %q to version %s: %w", deployment, v, err)
+	}
+	if err != nil {
+		// Traffic has switched; only closing the previous version failed or
+		// was cut short (it closes when its requests finish).
+		s.log.Warn("deployment swapped; previous version not closed cleanly", "deployment", deployment, "version", v, "error", err)
 	}
 	s.log.Info("deployment swapped", "deployment", deployment, "version", v, "path", path)
 	return nil
