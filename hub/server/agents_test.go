@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -226,5 +227,75 @@ func TestAgentMissedHeartbeats(t *testing.T) {
 	waitState(t, base, en.AgentID, hub.AgentOffline)
 	if !ta.c.IsConnectionOpen() {
 		t.Error("the agent's connection closed: offline must come from the sweeper")
+	}
+}
+
+// TestAgentCredentialSurvivesRestart: credentials live in the store, so an
+// agent enrolled before a hub restart connects after it (and a revoked one
+// stays refused); advertise_mqtt is what enrollment hands out.
+func TestAgentCredentialSurvivesRestart(t *testing.T) {
+	data := t.TempDir()
+	run := func(advertise string) (*Server, func()) {
+		cfg := DefaultConfig()
+		cfg.Data = data
+		cfg.HTTP, cfg.MQTT, cfg.NATS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.AdvertiseMQTT = advertise
+		s, err := New(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		select {
+		case <-s.Ready():
+		case err := <-done:
+			cancel()
+			t.Fatalf("Run: %v", err)
+		}
+		return s, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}
+	}
+	s, stop := run("agents.example:18830")
+	base := "http://" + s.Addrs().HTTP
+	keep := enrollTestAgent(t, base, "keep")
+	gone := enrollTestAgent(t, base, "gone")
+	if keep.MQTTURL != "tcp://agents.example:18830" {
+		t.Errorf("mqtt_url %q, want the advertised address", keep.MQTTURL)
+	}
+	post(t, base, "/api/v1/agents/"+gone.AgentID+"/revoke", nil, nil, 200)
+	stop()
+
+	s, stop = run("")
+	defer stop()
+	keep.MQTTURL = "tcp://" + s.Addrs().MQTT
+	gone.MQTTURL = keep.MQTTURL
+	ta, err := dialAgent(t, keep)
+	if err != nil {
+		t.Fatalf("enrolled agent after restart: %v", err)
+	}
+	ta.publish(t, topics.Topic(keep.AgentID, topics.Presence), true, &agentv1.Presence{Status: agentv1.Presence_STATUS_ONLINE, Capabilities: testCaps})
+	waitState(t, "http://"+s.Addrs().HTTP, keep.AgentID, hub.AgentOnline)
+	if _, err := dialAgent(t, gone); err == nil {
+		t.Error("revoked agent connected after restart")
+	}
+}
+
+func TestAdvertiseMQTTValidation(t *testing.T) {
+	for _, bad := range []string{"nohost", ":1883", "h:0", "h:x"} {
+		cfg := DefaultConfig()
+		cfg.AdvertiseMQTT = bad
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "advertise_mqtt") {
+			t.Errorf("advertise_mqtt %q: %v", bad, err)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.AdvertiseMQTT = "10.0.0.1:1883"
+	if err := cfg.Validate(); err != nil {
+		t.Error(err)
 	}
 }
