@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -177,6 +179,34 @@ func TestEnrollVerifyRevoke(t *testing.T) {
 			if bytes.Contains(b, []byte(s)) {
 				t.Errorf("%s holds a secret in clear", path+suffix)
 			}
+		}
+	}
+}
+
+// BenchmarkVerifyAgentSecret is the store's cost of one broker CONNECT.
+func BenchmarkVerifyAgentSecret(b *testing.B) {
+	ctx := context.Background()
+	st, err := Open(ctx, Config{Path: b.TempDir() + "/hub.db"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	var id, secret string
+	for i := range 1000 {
+		tok, err := st.CreateJoinToken(ctx, nil, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		a, s, err := st.Enroll(ctx, hub.EnrollRequest{Token: tok.Token, Name: fmt.Sprintf("agent-%d", i), Capabilities: edgeCaps})
+		if err != nil {
+			b.Fatal(err)
+		}
+		id, secret = a.ID, s
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if ok, err := st.VerifyAgentSecret(ctx, id, secret); !ok || err != nil {
+			b.Fatal(ok, err)
 		}
 	}
 }
