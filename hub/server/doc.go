@@ -1,6 +1,20 @@
 // Package server assembles and runs the Atelier hub: the SQLite store, the
 // content-addressed blob store, the embedded NATS broker (JetStream + MQTT)
-// and the REST API over HTTP.
+// with authentication on, the hub side of the agent protocol
+// (hub/internal/fleet) and the REST API over HTTP.
+//
+// Agents: the broker verifies every agent's CONNECT against the store
+// (sha256 of the secret from enrollment; revoked agents refused); the hub's
+// own clients log in as broker.HubUser with a secret made at every start.
+// The fleet's Observer records presence in the store: an ONLINE Presence
+// (with capabilities) makes an agent online, an OFFLINE one (its last
+// will) offline, and every ReportedState is a heartbeat (last_seen,
+// endpoint, observed generation). A sweeper (every second) marks offline
+// an online agent silent for MissedHeartbeats × its heartbeat interval, so
+// an agent that vanishes without a last will is offline at most
+// 3 × heartbeat + 1 s after its last message. Revocation (the API's revoke
+// route) updates the store first, then closes the agent's broker
+// connections and clears its desired state in the fleet.
 //
 // Lifecycle: DefaultConfig, optionally LoadConfig from YAML, Validate, New,
 // then Run(ctx), which binds every listener, writes <data>/hub.addr (the
