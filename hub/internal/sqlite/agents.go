@@ -271,11 +271,18 @@ func (s *Store) VerifyAgentSecret(ctx context.Context, id, secret string) (bool,
 func (s *Store) SetAgentPresence(ctx context.Context, id string, online bool, caps *hub.Capabilities, at time.Time) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		if caps != nil {
+			if caps.Kind == "" { // keep the kind the agent enrolled with
+				c := *caps
+				if err := tx.QueryRowContext(ctx, "SELECT kind FROM agents WHERE id = ?", id).Scan(&c.Kind); err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return err
+				}
+				caps = &c
+			}
 			cj, err := json.Marshal(caps)
 			if err != nil {
 				return err
 			}
-			_, err = tx.ExecContext(ctx, "UPDATE agents SET online = ?, last_seen = ?, capabilities = ? WHERE id = ? AND revoked_at IS NULL",
+			_, err = tx.ExecContext(ctx, "UPDATE agents SET online = ?, last_seen = MAX(COALESCE(last_seen, 0), ?), capabilities = ? WHERE id = ? AND revoked_at IS NULL",
 				online, nanos(at), string(cj), id)
 			return err
 		}

@@ -128,6 +128,13 @@ func TestEnrollVerifyRevoke(t *testing.T) {
 		got.Endpoint != "http://10.0.0.7:8000" || got.LastSeen == nil || !got.LastSeen.Equal(t0.Add(time.Second)) {
 		t.Errorf("after presence and report: %+v", got)
 	}
+	noKind := hub.Capabilities{OS: "linux"}
+	if err := st.SetAgentPresence(ctx, a.ID, true, &noKind, t0); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.GetAgent(ctx, a.ID); got.Capabilities.Kind != "edge" || got.Capabilities.OS != "linux" {
+		t.Errorf("capabilities without a kind: %+v", got.Capabilities)
+	}
 	if err := st.SetAgentPresence(ctx, a.ID, false, nil, t0); err != nil {
 		t.Fatal(err)
 	}
