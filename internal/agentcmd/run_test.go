@@ -182,7 +182,26 @@ func TestRunEnrollsOnceThenStartsFromCredentials(t *testing.T) {
 	}
 
 	// Second start: the stored credentials are used, the token ignored.
-	_, stderr, stop := startRun(t, []string{"run", "--hub", hub.URL + "/", "--data", dir, "--listen", "127.0.0.1:0", "--join-token", "again"}, noEnv)
+	url, stderr, stop := startRun(t, []string{"run", "--hub", hub.URL + "/", "--data", dir, "--listen", "127.0.0.1:0", "--join-token", "again",
+		"--key", "k-primary"}, noEnv)
+	// --key protects the scoring endpoint, as for `score`.
+	for _, c := range []struct {
+		auth string
+		want int
+	}{{"", http.StatusUnauthorized}, {"Bearer wrong", http.StatusUnauthorized}, {"Bearer k-primary", http.StatusOK}} {
+		req, _ := http.NewRequest("GET", url+"/v2", nil)
+		if c.auth != "" {
+			req.Header.Set("Authorization", c.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("GET /v2 with %q: HTTP %d, want %d", c.auth, resp.StatusCode, c.want)
+		}
+	}
 	if code := stop(); code != 0 {
 		t.Fatalf("second start: exit %d; stderr:\n%s", code, stderr.String())
 	}
