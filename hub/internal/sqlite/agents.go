@@ -299,7 +299,7 @@ func (s *Store) SetAgentPresence(ctx context.Context, id string, online bool, ca
 // RecordAgentReport implements hub.AgentStore.
 func (s *Store) RecordAgentReport(ctx context.Context, id string, r hub.AgentReport, at time.Time) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE agents SET online = 1, last_seen = ?, endpoint = ?, observed_generation = ?
+		_, err := tx.ExecContext(ctx, `UPDATE agents SET online = 1, last_seen = MAX(COALESCE(last_seen, 0), ?), endpoint = ?, observed_generation = ?
 			WHERE id = ? AND revoked_at IS NULL`, nanos(at), r.Endpoint, int64(r.ObservedGeneration), id)
 		return err
 	})
