@@ -17,6 +17,7 @@ import (
 	"github.com/atelier-ml/atelier/hub/internal/blobfs"
 	"github.com/atelier-ml/atelier/hub/internal/broker"
 	"github.com/atelier-ml/atelier/hub/internal/fleet"
+	"github.com/atelier-ml/atelier/hub/internal/rollout"
 	"github.com/atelier-ml/atelier/hub/internal/sqlite"
 )
 
@@ -115,10 +116,12 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	defer br.Shutdown()
 
-	// The hub side of the agent protocol, recording presence in the store.
+	// The hub side of the agent protocol, recording presence in the store
+	// and handing reports to the rollout (per-target deployment states).
 	pres := newPresence(store, time.Second, s.log.With("component", "presence"))
+	ro := rollout.New(rollout.Config{}, store, s.log.With("component", "rollout"))
 	fl, err := fleet.New(fleet.Config{Broker: "tcp://" + br.MQTTAddr(), Username: broker.HubUser, Password: hubSecret},
-		blobs, pres, s.log.With("component", "fleet"))
+		blobs, rollout.Tee(pres, ro), s.log.With("component", "fleet"))
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
@@ -133,6 +136,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	case <-time.After(30 * time.Second):
 		s.log.Warn("the fleet endpoint has not connected to the broker yet; continuing (it keeps trying)")
 	}
+	// The rollout pushes every agent's desired state now (the fleet keeps
+	// them in memory only), then on every change.
+	fleetWG.Go(func() { _ = ro.Run(fctx, fl) })
 	advertise := cfg.AdvertiseMQTT
 	if advertise == "" {
 		advertise = br.MQTTAddr()
@@ -151,7 +157,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		MaxMetricPoints:  cfg.MaxMetricPoints,
 		MaxArtifactBytes: cfg.MaxArtifactBytes,
 		AgentMQTTURL:     "tcp://" + advertise,
-		AgentRevoker:     &revoker{br: br, fl: fl, pr: pres, log: s.log.With("component", "agents")},
+		AgentRevoker:     notifyingRevoker{AgentRevoker: &revoker{br: br, fl: fl, pr: pres, log: s.log.With("component", "agents")}, ro: ro},
+		Rollout:          ro,
 	}, store, blobs, s.log.With("component", "api"))
 	hs := &http.Server{
 		Handler:           a.Handler(),

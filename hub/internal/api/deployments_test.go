@@ -52,7 +52,7 @@ func newDeployEnv(t *testing.T) (*env, *rollout.Rollout, *pushRecorder) {
 		t.Fatal(err)
 	}
 	p := &pushRecorder{last: map[string]*agentv1.DesiredState{}}
-	ro := rollout.New(rollout.Config{}, st, p, log)
+	ro := rollout.New(rollout.Config{}, st, log)
 	a := api.New(api.Config{AgentMQTTURL: "tcp://127.0.0.1:1883", Rollout: ro}, st, bl, log)
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(srv.Close)
@@ -138,7 +138,7 @@ func TestDeployments(t *testing.T) {
 	}
 
 	// The rollout gets the change; the agent reports; show has its state.
-	if err := ro.Sync(ctx); err != nil {
+	if err := ro.Sync(ctx, pushed); err != nil {
 		t.Fatal(err)
 	}
 	pushed.mu.Lock()
@@ -169,7 +169,7 @@ func TestDeployments(t *testing.T) {
 
 	e.ok(204, "DELETE", deps+"/fraud", nil, nil)
 	e.fails(404, "not_found", "DELETE", deps+"/fraud", nil, `deployment "fraud"`)
-	if err := ro.Sync(ctx); err != nil {
+	if err := ro.Sync(ctx, pushed); err != nil {
 		t.Fatal(err)
 	}
 	pushed.mu.Lock()

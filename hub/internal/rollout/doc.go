@@ -10,7 +10,8 @@
 // across hub restarts; an unchanged state keeps its generation. States are
 // pushed through a Pusher (hub/internal/fleet satisfies it).
 //
-// Lifecycle: New, then Run(ctx) once: it syncs at start (pushing every
+// Lifecycle: New (the Rollout can then be handed to the fleet as its
+// Observer), then Run(ctx, fleet) once: it syncs at start (pushing every
 // agent's current state, as the fleet keeps desired states in memory
 // only), then again whenever Notify is called (deployment created, updated
 // or deleted; agent enrolled or revoked) or an agent the rollout has not

@@ -57,7 +57,6 @@ type Config struct {
 type Rollout struct {
 	cfg   Config
 	store Store
-	push  Pusher
 	log   *slog.Logger
 	kick  chan struct{}
 
@@ -69,8 +68,9 @@ type Rollout struct {
 	known   map[string]bool                   // agents pushed to (for Presence)
 }
 
-// New returns a Rollout over store and push.
-func New(cfg Config, store Store, push Pusher, log *slog.Logger) *Rollout {
+// New returns a Rollout over store. The Pusher is given to Run (or Sync),
+// so the Rollout can be the fleet's Observer before the fleet exists.
+func New(cfg Config, store Store, log *slog.Logger) *Rollout {
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = 5 * time.Second
 	}
@@ -80,7 +80,7 @@ func New(cfg Config, store Store, push Pusher, log *slog.Logger) *Rollout {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Rollout{cfg: cfg, store: store, push: push, log: log, kick: make(chan struct{}, 1),
+	return &Rollout{cfg: cfg, store: store, log: log, kick: make(chan struct{}, 1),
 		pushed: map[string]uint64{}, reports: map[string]*agentv1.ReportedState{}, known: map[string]bool{}}
 }
 
@@ -93,12 +93,12 @@ func (r *Rollout) Notify() {
 	}
 }
 
-// Run syncs at once, then on every Notify, retrying a failed sync after
-// Config.RetryInterval, until ctx ends; it returns nil.
-func (r *Rollout) Run(ctx context.Context) error {
+// Run syncs through push at once, then on every Notify, retrying a failed
+// sync after Config.RetryInterval, until ctx ends; it returns nil.
+func (r *Rollout) Run(ctx context.Context, push Pusher) error {
 	var retry <-chan time.Time
 	for {
-		if err := r.Sync(ctx); err != nil && ctx.Err() == nil {
+		if err := r.Sync(ctx, push); err != nil && ctx.Err() == nil {
 			r.log.Error("rollout: sync failed; retrying", "in", r.cfg.RetryInterval, "error", err)
 			retry = time.After(r.cfg.RetryInterval)
 		} else {
@@ -123,8 +123,9 @@ type desired struct {
 // each whose content changed, and pushes each state not pushed yet by this
 // Rollout. An agent whose state cannot be computed (a model blob missing)
 // keeps its previous state; the errors are joined in the result and the
-// other agents are still served.
-func (r *Rollout) Sync(ctx context.Context) error {
+// other agents are still served. Every call (and Run) must be given the
+// same Pusher: the Rollout remembers what it pushed.
+func (r *Rollout) Sync(ctx context.Context, push Pusher) error {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
 	agents, err := r.store.ListAgents(ctx)
@@ -147,7 +148,7 @@ func (r *Rollout) Sync(ctx context.Context) error {
 			continue
 		}
 		live[a.ID] = true
-		want, err := r.compute(ctx, a, deps, refs)
+		want, err := r.compute(ctx, push, a, deps, refs)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("agent %s: %w", a.ID, err))
 			continue
@@ -164,7 +165,7 @@ func (r *Rollout) Sync(ctx context.Context) error {
 			continue
 		}
 		d := &agentv1.DesiredState{Generation: rec.Generation, Deployments: want.deployments, TimeUnixNano: r.cfg.Now().UnixNano()}
-		if err := r.push.SetDesired(ctx, a.ID, d); err != nil {
+		if err := push.SetDesired(ctx, a.ID, d); err != nil {
 			errs = append(errs, fmt.Errorf("agent %s: push generation %d: %w", a.ID, rec.Generation, err))
 			continue
 		}
@@ -178,7 +179,7 @@ func (r *Rollout) Sync(ctx context.Context) error {
 		if live[id] {
 			continue
 		}
-		if err := r.push.RemoveAgent(ctx, id); err != nil {
+		if err := push.RemoveAgent(ctx, id); err != nil {
 			errs = append(errs, fmt.Errorf("agent %s: remove: %w", id, err))
 			continue
 		}
@@ -193,7 +194,7 @@ func (r *Rollout) Sync(ctx context.Context) error {
 
 // compute builds the deployments of agent a and the digest of their
 // encoding.
-func (r *Rollout) compute(ctx context.Context, a hub.Agent, deps []hub.Deployment, refs map[string]*agentv1.ModelRef) (desired, error) {
+func (r *Rollout) compute(ctx context.Context, push Pusher, a hub.Agent, deps []hub.Deployment, refs map[string]*agentv1.ModelRef) (desired, error) {
 	var out []*agentv1.DeploymentSpec
 	for _, d := range deps {
 		if !d.Reaches(a.ID, a.Labels) {
@@ -203,7 +204,7 @@ func (r *Rollout) compute(ctx context.Context, a hub.Agent, deps []hub.Deploymen
 		ref := refs[key]
 		if ref == nil {
 			var err error
-			if ref, err = r.push.ModelRef(ctx, d.Model, uint32(d.Version), d.SHA256); err != nil {
+			if ref, err = push.ModelRef(ctx, d.Model, uint32(d.Version), d.SHA256); err != nil {
 				return desired{}, fmt.Errorf("deployment %q (%s): %w", d.Name, d.ModelRef(), err)
 			}
 			refs[key] = ref

@@ -144,8 +144,8 @@ func TestSyncSelectorsAndGenerations(t *testing.T) {
 	e.deploy(hub.DeploymentCreate{Name: "by-id", Model: "clf:2", Agents: []string{c}})
 
 	p := newRecorder()
-	r := New(Config{}, e.store, p, nil)
-	if err := r.Sync(ctx); err != nil {
+	r := New(Config{}, e.store, nil)
+	if err := r.Sync(ctx, p); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -167,7 +167,7 @@ func TestSyncSelectorsAndGenerations(t *testing.T) {
 	}
 
 	// Nothing changed: no new generation, nothing pushed again.
-	if err := r.Sync(ctx); err != nil {
+	if err := r.Sync(ctx, p); err != nil {
 		t.Fatal(err)
 	}
 	if _, n := p.last(a); n != 1 {
@@ -177,7 +177,7 @@ func TestSyncSelectorsAndGenerations(t *testing.T) {
 	// An agent enrolling later with matching labels is reached; the others
 	// are untouched.
 	late := e.enroll("late", map[string]string{"zone": "eu"})
-	if err := r.Sync(ctx); err != nil {
+	if err := r.Sync(ctx, p); err != nil {
 		t.Fatal(err)
 	}
 	if d, n := p.last(late); n != 1 || fmt.Sprint(names(d)) != "[eu-all=clf:1]" {
@@ -191,7 +191,7 @@ func TestSyncSelectorsAndGenerations(t *testing.T) {
 	if err := e.store.DeleteDeployment(ctx, "w", "eu-gpu"); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Sync(ctx); err != nil {
+	if err := r.Sync(ctx, p); err != nil {
 		t.Fatal(err)
 	}
 	if d, n := p.last(a); n != 2 || d.GetGeneration() != 2 || fmt.Sprint(names(d)) != "[eu-all=clf:1]" {
@@ -202,7 +202,7 @@ func TestSyncSelectorsAndGenerations(t *testing.T) {
 	if _, err := e.store.RevokeAgent(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Sync(ctx); err != nil {
+	if err := r.Sync(ctx, p); err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(p.removed) != fmt.Sprint([]string{c}) {
@@ -216,7 +216,7 @@ func TestGenerationSurvivesRestart(t *testing.T) {
 	a := e.enroll("a", map[string]string{"zone": "eu"})
 	e.deploy(hub.DeploymentCreate{Name: "d", Model: "clf:1", Selector: map[string]string{"zone": "eu"}})
 	p := newRecorder()
-	if err := New(Config{}, e.store, p, nil).Sync(ctx); err != nil {
+	if err := New(Config{}, e.store, nil).Sync(ctx, p); err != nil {
 		t.Fatal(err)
 	}
 	dep, err := e.store.GetDeployment(ctx, "w", "d")
@@ -230,7 +230,7 @@ func TestGenerationSurvivesRestart(t *testing.T) {
 	if _, err := e.store.UpdateDeployment(ctx, "w", u); err != nil {
 		t.Fatal(err)
 	}
-	if err := New(Config{}, e.store, p, nil).Sync(ctx); err != nil {
+	if err := New(Config{}, e.store, nil).Sync(ctx, p); err != nil {
 		t.Fatal(err)
 	}
 	if d, _ := p.last(a); d.GetGeneration() != 2 {
@@ -242,8 +242,8 @@ func TestGenerationSurvivesRestart(t *testing.T) {
 	e.store.Close()
 	e.store = openStore(t, e.path)
 	p2 := newRecorder()
-	r := New(Config{}, e.store, p2, nil)
-	if err := r.Sync(ctx); err != nil {
+	r := New(Config{}, e.store, nil)
+	if err := r.Sync(ctx, p2); err != nil {
 		t.Fatal(err)
 	}
 	if d, n := p2.last(a); n != 1 || d.GetGeneration() != 2 || fmt.Sprint(names(d)) != "[d=clf:2]" {
@@ -253,7 +253,7 @@ func TestGenerationSurvivesRestart(t *testing.T) {
 	if err := e.store.DeleteDeployment(ctx, "w", "d"); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Sync(ctx); err != nil {
+	if err := r.Sync(ctx, p2); err != nil {
 		t.Fatal(err)
 	}
 	if d, _ := p2.last(a); d.GetGeneration() != 3 || len(d.GetDeployments()) != 0 {
@@ -270,8 +270,8 @@ func TestSyncKeepsStateWhenModelRefFails(t *testing.T) {
 	e.deploy(hub.DeploymentCreate{Name: "us", Model: "clf:2", Selector: map[string]string{"zone": "us"}})
 	p := newRecorder()
 	p.missing[fmt.Sprintf("%064x", 1)] = true
-	r := New(Config{}, e.store, p, nil)
-	if err := r.Sync(ctx); err == nil {
+	r := New(Config{}, e.store, nil)
+	if err := r.Sync(ctx, p); err == nil {
 		t.Fatal("a missing blob was not reported")
 	}
 	if _, n := p.last(a); n != 0 {
@@ -281,7 +281,7 @@ func TestSyncKeepsStateWhenModelRefFails(t *testing.T) {
 		t.Errorf("agent b: %d pushes, %v", n, names(d))
 	}
 	p.missing = map[string]bool{}
-	if err := r.Sync(ctx); err != nil {
+	if err := r.Sync(ctx, p); err != nil {
 		t.Fatal(err)
 	}
 	if d, n := p.last(a); n != 1 || d.GetGeneration() != 1 {
@@ -296,9 +296,9 @@ func TestRunSyncsOnNotifyAndOnlinePresence(t *testing.T) {
 	e.deploy(hub.DeploymentCreate{Name: "d", Model: "clf:1", Selector: map[string]string{"zone": "eu"}})
 	first := e.enroll("first", map[string]string{"zone": "eu"})
 	p := newRecorder()
-	r := New(Config{RetryInterval: time.Hour}, e.store, p, nil)
+	r := New(Config{RetryInterval: time.Hour}, e.store, nil)
 	done := make(chan struct{})
-	go func() { _ = r.Run(ctx); close(done) }()
+	go func() { _ = r.Run(ctx, p); close(done) }()
 	wait := func(agent string) {
 		t.Helper()
 		for {
