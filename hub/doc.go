@@ -48,6 +48,21 @@
 //	GET    /api/v1/agents                                                              -> []Agent
 //	GET    /api/v1/agents/{id}                                                         -> Agent
 //	POST   /api/v1/agents/{id}/revoke                                                  -> Agent
+//	POST   /api/v1/workspaces/{ws}/deployments                DeploymentCreate         -> 201 Deployment
+//	GET    /api/v1/workspaces/{ws}/deployments                                         -> []Deployment
+//	GET    /api/v1/workspaces/{ws}/deployments/{name}                                  -> Deployment (with targets)
+//	PATCH  /api/v1/workspaces/{ws}/deployments/{name}         DeploymentUpdate         -> Deployment
+//	DELETE /api/v1/workspaces/{ws}/deployments/{name}                                  -> 204
+//
+// A deployment puts one model version on agents chosen by id or by a label
+// selector (all labels must match; agents enrolling later are reached too).
+// Its model is NAME:VERSION, NAME@ALIAS or NAME (latest), resolved once at
+// create or update time (an alias is recorded beside the version, and the
+// deployment does not follow the alias when it moves). Deployment names
+// are unique across the hub, not only per workspace: an agent serves every
+// deployment on one endpoint at /v2/models/{name}. Each target's state
+// (pending, downloading, loading, serving, failed) comes from its agent's
+// latest report. A deployed model version cannot be deleted.
 //
 // Agents are hub-wide, not per workspace (deployments made in a workspace
 // target them by id or label). A join token is one-time and expires (ttl
