@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
@@ -178,4 +179,46 @@ func TestDeployments(t *testing.T) {
 	if len(got.GetDeployments()) != 0 || got.GetGeneration() != 2 {
 		t.Fatalf("after delete, pushed %v", got)
 	}
+}
+
+// FuzzDeploymentBody: any create or update body is answered 2xx, 400, 404
+// or 409 with a JSON error, never 500, and a refused one stores nothing.
+func FuzzDeploymentBody(f *testing.F) {
+	f.Add([]byte(`{"name":"d","model":"clf:1","selector":{"zone":"eu"}}`), false)
+	f.Add([]byte(`{"name":"d","model":"clf@prod","agents":["a","a"]}`), false)
+	f.Add([]byte(`{"name":"d","model":"clf","selector":{"z":"e"},"options":{"max_batch":-1,"max_delay":"1h"}}`), false)
+	f.Add([]byte(`{"model":"clf:1","options":{"max_delay":"3ms"}}`), true)
+	f.Add([]byte(`{"selector":{}}`), true)
+	f.Add([]byte(`[]`), true)
+	e := newEnv(f, api.Config{})
+	e.ok(201, "POST", ws, map[string]string{"name": "w"}, nil)
+	e.ok(201, "POST", ws+"/w/models/clf/versions", onnxtest.MLP(2, []int{3}, 2, 5), nil)
+	e.ok(200, "PUT", ws+"/w/models/clf/aliases/prod", map[string]int{"version": 1}, nil)
+	e.ok(201, "POST", ws+"/w/deployments", hub.DeploymentCreate{Name: "fixed", Model: "clf:1", Selector: map[string]string{"k": "v"}}, nil)
+	f.Fuzz(func(t *testing.T, body []byte, update bool) {
+		te := *e
+		te.t = t
+		method, path := "POST", ws+"/w/deployments"
+		if update {
+			method, path = "PATCH", ws+"/w/deployments/fixed"
+		}
+		code, out := te.do(method, path, body)
+		switch code {
+		case 200, 201:
+			if !update {
+				var d hub.Deployment
+				if err := json.Unmarshal(out, &d); err != nil {
+					t.Fatal(err)
+				}
+				te.ok(204, "DELETE", ws+"/w/deployments/"+d.Name, nil, nil)
+			}
+		case 400, 404, 409:
+			var eb hub.ErrorBody
+			if err := json.Unmarshal(out, &eb); err != nil || eb.Error == "" {
+				t.Fatalf("%d with body %s", code, out)
+			}
+		default:
+			t.Fatalf("status %d: %s", code, out)
+		}
+	})
 }
