@@ -260,7 +260,8 @@ type DeploymentStore interface {
 	DeleteDeployment(ctx context.Context, ws, name string) error
 	// DesiredRecords returns the record of every agent that has one.
 	DesiredRecords(ctx context.Context) (map[string]DesiredRecord, error)
-	// SetDesiredRecord records agent's desired-state generation and digest.
-	// A generation not above the stored one is ErrConflict.
-	SetDesiredRecord(ctx context.Context, agent string, r DesiredRecord) error
+	// SetDesiredRecords records agents' desired-state generations and
+	// digests (agent id → record) in one transaction: all or nothing. A
+	// generation not above the stored one is ErrConflict.
+	SetDesiredRecords(ctx context.Context, recs map[string]DesiredRecord) error
 }

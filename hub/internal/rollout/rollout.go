@@ -33,7 +33,7 @@ type Store interface {
 	ListAgents(ctx context.Context) ([]hub.Agent, error)
 	ListDeployments(ctx context.Context, ws string) ([]hub.Deployment, error)
 	DesiredRecords(ctx context.Context) (map[string]hub.DesiredRecord, error)
-	SetDesiredRecord(ctx context.Context, agent string, r hub.DesiredRecord) error
+	SetDesiredRecords(ctx context.Context, recs map[string]hub.DesiredRecord) error
 }
 
 // Observer receives what agents report; fleet.Observer has the same
@@ -143,6 +143,13 @@ func (r *Rollout) Sync(ctx context.Context, push Pusher) error {
 	refs := map[string]*agentv1.ModelRef{} // "model:version" → ref, per sync
 	var errs []error
 	live := map[string]bool{}
+	type next struct {
+		id   string
+		rec  hub.DesiredRecord
+		want desired
+	}
+	var states []next
+	changed := map[string]hub.DesiredRecord{}
 	for _, a := range agents {
 		if a.State == hub.AgentRevoked {
 			continue
@@ -156,24 +163,32 @@ func (r *Rollout) Sync(ctx context.Context, push Pusher) error {
 		rec := recs[a.ID]
 		if rec.Digest != want.digest || rec.Generation == 0 {
 			rec = hub.DesiredRecord{Generation: rec.Generation + 1, Digest: want.digest}
-			if err := r.store.SetDesiredRecord(ctx, a.ID, rec); err != nil {
-				errs = append(errs, fmt.Errorf("agent %s: %w", a.ID, err))
-				continue
-			}
+			changed[a.ID] = rec
 		}
-		if r.pushed[a.ID] == rec.Generation {
+		states = append(states, next{a.ID, rec, want})
+	}
+	// New generations are durable before anything is pushed, in one
+	// transaction.
+	if len(changed) > 0 {
+		if err := r.store.SetDesiredRecords(ctx, changed); err != nil {
+			return fmt.Errorf("rollout: %w", errors.Join(append(errs, err)...))
+		}
+	}
+	for _, st := range states {
+		gen := st.rec.Generation
+		if r.pushed[st.id] == gen {
 			continue
 		}
-		d := &agentv1.DesiredState{Generation: rec.Generation, Deployments: want.deployments, TimeUnixNano: r.cfg.Now().UnixNano()}
-		if err := push.SetDesired(ctx, a.ID, d); err != nil {
-			errs = append(errs, fmt.Errorf("agent %s: push generation %d: %w", a.ID, rec.Generation, err))
+		d := &agentv1.DesiredState{Generation: gen, Deployments: st.want.deployments, TimeUnixNano: r.cfg.Now().UnixNano()}
+		if err := push.SetDesired(ctx, st.id, d); err != nil {
+			errs = append(errs, fmt.Errorf("agent %s: push generation %d: %w", st.id, gen, err))
 			continue
 		}
-		r.pushed[a.ID] = rec.Generation
+		r.pushed[st.id] = gen
 		r.mu.Lock()
-		r.known[a.ID] = true
+		r.known[st.id] = true
 		r.mu.Unlock()
-		r.log.Info("rollout: desired state pushed", "agent", a.ID, "generation", rec.Generation, "deployments", len(want.deployments))
+		r.log.Info("rollout: desired state pushed", "agent", st.id, "generation", gen, "deployments", len(st.want.deployments))
 	}
 	for id := range r.pushed {
 		if live[id] {

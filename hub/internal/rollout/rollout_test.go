@@ -75,12 +75,12 @@ func names(d *agentv1.DesiredState) []string {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	path  string
 	store *sqlite.Store
 }
 
-func openStore(t *testing.T, path string) *sqlite.Store {
+func openStore(t testing.TB, path string) *sqlite.Store {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), sqlite.Config{Path: path}, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -89,7 +89,7 @@ func openStore(t *testing.T, path string) *sqlite.Store {
 	return st
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	path := filepath.Join(t.TempDir(), "hub.db")
 	e := &env{t: t, path: path, store: openStore(t, path)}
 	t.Cleanup(func() { e.store.Close() })

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/atelier-ml/atelier/hub"
 )
@@ -254,24 +256,32 @@ func (s *Store) DesiredRecords(ctx context.Context) (map[string]hub.DesiredRecor
 	return out, rows.Err()
 }
 
-// SetDesiredRecord implements hub.DeploymentStore.
-func (s *Store) SetDesiredRecord(ctx context.Context, agent string, r hub.DesiredRecord) error {
-	if agent == "" || r.Generation == 0 || r.Generation > 1<<62 {
-		return fmt.Errorf("desired record of %q: generation %d: expected an agent id and a generation from 1: %w", agent, r.Generation, hub.ErrInvalid)
+// SetDesiredRecords implements hub.DeploymentStore.
+func (s *Store) SetDesiredRecords(ctx context.Context, recs map[string]hub.DesiredRecord) error {
+	ids := slices.Sorted(maps.Keys(recs))
+	for _, id := range ids {
+		if r := recs[id]; id == "" || r.Generation == 0 || r.Generation > 1<<62 {
+			return fmt.Errorf("desired record of %q: generation %d: expected an agent id and a generation from 1: %w", id, r.Generation, hub.ErrInvalid)
+		}
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		var cur int64
-		err := tx.QueryRowContext(ctx, "SELECT generation FROM agent_desired WHERE agent_id = ?", agent).Scan(&cur)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-		case err != nil:
-			return err
-		case uint64(cur) >= r.Generation:
-			return fmt.Errorf("desired record of %q: generation %d is not above the stored %d: %w", agent, r.Generation, cur, hub.ErrConflict)
+		for _, id := range ids {
+			r := recs[id]
+			var cur int64
+			err := tx.QueryRowContext(ctx, "SELECT generation FROM agent_desired WHERE agent_id = ?", id).Scan(&cur)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+			case err != nil:
+				return err
+			case uint64(cur) >= r.Generation:
+				return fmt.Errorf("desired record of %q: generation %d is not above the stored %d: %w", id, r.Generation, cur, hub.ErrConflict)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO agent_desired (agent_id, generation, digest) VALUES (?, ?, ?)
+				ON CONFLICT (agent_id) DO UPDATE SET generation = excluded.generation, digest = excluded.digest`, id, int64(r.Generation), r.Digest); err != nil {
+				return err
+			}
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO agent_desired (agent_id, generation, digest) VALUES (?, ?, ?)
-			ON CONFLICT (agent_id) DO UPDATE SET generation = excluded.generation, digest = excluded.digest`, agent, int64(r.Generation), r.Digest)
-		return err
+		return nil
 	})
 }
 

@@ -167,13 +167,15 @@ func TestDeploymentLifecycle(t *testing.T) {
 func TestDesiredRecordsSurviveReopen(t *testing.T) {
 	ctx := context.Background()
 	st, path := openTest(t)
-	if err := st.SetDesiredRecord(ctx, "a1", hub.DesiredRecord{Generation: 3, Digest: "x"}); err != nil {
+	if err := st.SetDesiredRecords(ctx, map[string]hub.DesiredRecord{"a1": {Generation: 3, Digest: "x"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.SetDesiredRecord(ctx, "a1", hub.DesiredRecord{Generation: 3, Digest: "y"}); !errors.Is(err, hub.ErrConflict) {
+	// All or nothing: a stale generation for a1 leaves a2 unwritten.
+	err := st.SetDesiredRecords(ctx, map[string]hub.DesiredRecord{"a1": {Generation: 3, Digest: "y"}, "a2": {Generation: 1, Digest: "z"}})
+	if !errors.Is(err, hub.ErrConflict) || !strings.Contains(err.Error(), `"a1": generation 3 is not above the stored 3`) {
 		t.Fatalf("same generation again: %v", err)
 	}
-	if err := st.SetDesiredRecord(ctx, "a1", hub.DesiredRecord{Generation: 0}); !errors.Is(err, hub.ErrInvalid) {
+	if err := st.SetDesiredRecords(ctx, map[string]hub.DesiredRecord{"a1": {Generation: 0}}); !errors.Is(err, hub.ErrInvalid) {
 		t.Fatalf("generation 0: %v", err)
 	}
 	st.Close()
