@@ -15,7 +15,8 @@
 // agent's current state, as the fleet keeps desired states in memory
 // only), then again whenever Notify is called (deployment created, updated
 // or deleted; agent enrolled or revoked) or an agent the rollout has not
-// pushed to comes online, and retries failed pushes every
+// pushed to comes online, and every Config.ResyncInterval (a backstop for
+// changes nobody announced); it retries failed pushes every
 // Config.RetryInterval. Sync may also be called directly (tests do).
 //
 // It also keeps, in memory, each agent's latest ReportedState (it is a

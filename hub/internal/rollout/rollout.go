@@ -48,6 +48,10 @@ type Config struct {
 	// RetryInterval is how long after a failed sync the next one runs
 	// (default 5s).
 	RetryInterval time.Duration
+	// ResyncInterval is how often Run syncs without being notified, to
+	// catch changes nobody announced, such as deployments removed with a
+	// forced workspace delete (default 1m).
+	ResyncInterval time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -74,6 +78,9 @@ func New(cfg Config, store Store, log *slog.Logger) *Rollout {
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = 5 * time.Second
 	}
+	if cfg.ResyncInterval <= 0 {
+		cfg.ResyncInterval = time.Minute
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -93,10 +100,13 @@ func (r *Rollout) Notify() {
 	}
 }
 
-// Run syncs through push at once, then on every Notify, retrying a failed
-// sync after Config.RetryInterval, until ctx ends; it returns nil.
+// Run syncs through push at once, then on every Notify and every
+// Config.ResyncInterval, retrying a failed sync after
+// Config.RetryInterval, until ctx ends; it returns nil.
 func (r *Rollout) Run(ctx context.Context, push Pusher) error {
 	var retry <-chan time.Time
+	resync := time.NewTicker(r.cfg.ResyncInterval)
+	defer resync.Stop()
 	for {
 		if err := r.Sync(ctx, push); err != nil && ctx.Err() == nil {
 			r.log.Error("rollout: sync failed; retrying", "in", r.cfg.RetryInterval, "error", err)
@@ -109,6 +119,7 @@ func (r *Rollout) Run(ctx context.Context, push Pusher) error {
 			return nil
 		case <-r.kick:
 		case <-retry:
+		case <-resync.C:
 		}
 	}
 }
