@@ -104,6 +104,24 @@ func waitTarget(t *testing.T, url, what string, ok func(hub.DeploymentTarget) bo
 	}
 }
 
+// runAgent runs the real agent package with rec as its Server until the
+// returned stop is called.
+func runAgent(t *testing.T, en hub.Enrollment, dataDir string, rec *loadRecorder) (stop func()) {
+	t.Helper()
+	ag, err := agent.New(agent.Config{ID: en.AgentID, DataDir: dataDir, Broker: en.MQTTURL, Username: en.AgentID, Password: en.Secret,
+		Endpoint: "http://127.0.0.1:8000", Capabilities: &agentv1.Capabilities{Kind: "edge"}, Heartbeat: time.Second,
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, RetryInterval: time.Second,
+	}, rec, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ag.Run(ctx) }()
+	var once sync.Once
+	return func() { once.Do(func() { cancel(); <-done }) }
+}
+
 // TestDeploymentReachesRealAgent: a real hub and the real agent package
 // (with a recording Server). A selector deployment made before the agent
 // enrolls reaches it when it comes online; deploy show reports serving with
@@ -127,17 +145,8 @@ func TestDeploymentReachesRealAgent(t *testing.T) {
 		Capabilities: hub.Capabilities{Kind: hub.KindEdge, OS: "linux", Arch: "amd64"}}, &en, 201)
 
 	rec := &loadRecorder{serving: map[string]string{}}
-	ag, err := agent.New(agent.Config{ID: en.AgentID, DataDir: t.TempDir(), Broker: en.MQTTURL, Username: en.AgentID, Password: en.Secret,
-		Endpoint: "http://127.0.0.1:8000", Capabilities: &agentv1.Capabilities{Kind: "edge"}, Heartbeat: time.Second,
-		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, RetryInterval: time.Second,
-	}, rec, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ag.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	stopAgent := runAgent(t, en, t.TempDir(), rec)
+	t.Cleanup(stopAgent)
 
 	dep := wsURL + "/deployments/fraud"
 	got := waitTarget(t, dep, "serving v1", func(tg hub.DeploymentTarget) bool {
@@ -168,5 +177,77 @@ func TestDeploymentReachesRealAgent(t *testing.T) {
 			t.Fatalf("the agent still serves fraud after the delete: %q", rec.get("fraud"))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestDeploymentGenerationSurvivesHubRestart: the agent applied generation
+// N before the hub restarted; after the restart the hub pushes N again
+// (ignored) and the next change is N+1, which the agent applies. Were
+// generations restarted at 1, the agent would ignore the change and keep
+// serving version 1.
+func TestDeploymentGenerationSurvivesHubRestart(t *testing.T) {
+	data, agentData := t.TempDir(), t.TempDir()
+	run := func() (*Server, func()) {
+		cfg := DefaultConfig()
+		cfg.Data = data
+		cfg.HTTP, cfg.MQTT, cfg.NATS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.ShutdownTimeout = 5 * time.Second
+		s, err := New(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		select {
+		case <-s.Ready():
+		case err := <-done:
+			cancel()
+			t.Fatalf("Run: %v", err)
+		}
+		var once sync.Once
+		stop := func() {
+			once.Do(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			})
+		}
+		t.Cleanup(stop)
+		return s, stop
+	}
+	s, stopHub := run()
+	base := "http://" + s.Addrs().HTTP
+	wsURL := base + "/api/v1/workspaces/w"
+	call(t, "POST", base+"/api/v1/workspaces", map[string]string{"name": "w"}, nil, 201)
+	var versions [2]hub.ModelVersion
+	for i := range versions {
+		call(t, "POST", wsURL+"/models/clf/versions", onnxtest.MLP(4, []int{8}, 3, int64(i+1)), &versions[i], 201)
+	}
+	var tok hub.JoinToken
+	call(t, "POST", base+"/api/v1/agents/tokens", map[string]any{}, &tok, 201)
+	var en hub.Enrollment
+	call(t, "POST", base+"/api/v1/agents/enroll", hub.EnrollRequest{Token: tok.Token, Name: "edge-1",
+		Capabilities: hub.Capabilities{Kind: hub.KindEdge, OS: "linux", Arch: "amd64"}}, &en, 201)
+	call(t, "POST", wsURL+"/deployments", hub.DeploymentCreate{Name: "fraud", Model: "clf:1", Agents: []string{en.AgentID}}, nil, 201)
+	rec := &loadRecorder{serving: map[string]string{}}
+	stopAgent := runAgent(t, en, agentData, rec)
+	dep := wsURL + "/deployments/fraud"
+	waitTarget(t, dep, "serving v1", func(tg hub.DeploymentTarget) bool { return tg.State == hub.TargetServing && tg.ModelVersion == 1 })
+	stopAgent()
+	stopHub()
+
+	s, _ = run()
+	base = "http://" + s.Addrs().HTTP
+	dep = base + "/api/v1/workspaces/w/deployments/fraud"
+	en.MQTTURL = "tcp://" + s.Addrs().MQTT
+	t.Cleanup(runAgent(t, en, agentData, rec))
+	call(t, "PATCH", dep, hub.DeploymentUpdate{Model: "clf:2"}, nil, 200)
+	waitTarget(t, dep, "serving v2 after the restart", func(tg hub.DeploymentTarget) bool {
+		return tg.State == hub.TargetServing && tg.ModelVersion == 2
+	})
+	if got := rec.get("fraud"); got != "v2 "+versions[1].SHA256 {
+		t.Errorf("agent serves %q, want v2 %s", got, versions[1].SHA256)
 	}
 }
