@@ -206,7 +206,14 @@ target reads pending while its agent still serves another version.`,
 				fmt.Fprintf(out, "Model:\t%s\n", modelWithAlias(d))
 				fmt.Fprintf(out, "SHA256:\t%s\n", d.SHA256)
 				fmt.Fprintf(out, "Targets:\t%s\n", targeting(d))
-				fmt.Fprintf(out, "Options:\tmax batch %s, max delay %s\n", orDash(fmt.Sprint(d.Options.MaxBatch)), orDash(d.Options.MaxDelay))
+				batch, delay := "default", "default"
+				if d.Options.MaxBatch > 0 {
+					batch = fmt.Sprint(d.Options.MaxBatch)
+				}
+				if d.Options.MaxDelay != "" {
+					delay = d.Options.MaxDelay
+				}
+				fmt.Fprintf(out, "Options:\tmax batch %s, max delay %s\n", batch, delay)
 				fmt.Fprintf(out, "Created:\t%s\n", fmtTime(&d.CreatedAt))
 				fmt.Fprintf(out, "Updated:\t%s\n", fmtTime(&d.UpdatedAt))
 				fmt.Fprintln(out, "\nAGENT\tSTATE\tVERSION\tENDPOINT\tERROR")

@@ -53,9 +53,10 @@ type deploymentRow struct {
 }
 
 // resolveDeployment checks spec (name, targeting, options), resolves its
-// model ref in ws and checks that every targeted agent exists and is not
+// model ref in ws and checks that every targeted agent exists and, unless
+// it is in kept (already a target of the stored deployment), is not
 // revoked.
-func resolveDeployment(ctx context.Context, tx *sql.Tx, ws string, spec hub.DeploymentSpec) (deploymentRow, error) {
+func resolveDeployment(ctx context.Context, tx *sql.Tx, ws string, spec hub.DeploymentSpec, kept []string) (deploymentRow, error) {
 	var row deploymentRow
 	if err := hub.CheckName("deployment", spec.Name); err != nil {
 		return row, err
@@ -83,7 +84,7 @@ func resolveDeployment(ctx context.Context, tx *sql.Tx, ws string, spec hub.Depl
 		if err != nil {
 			return row, err
 		}
-		if revoked.Valid {
+		if revoked.Valid && !slices.Contains(kept, id) {
 			return row, fmt.Errorf("target agent %q is revoked: %w", id, hub.ErrInvalid)
 		}
 	}
@@ -117,7 +118,7 @@ func resolveDeployment(ctx context.Context, tx *sql.Tx, ws string, spec hub.Depl
 // CreateDeployment implements hub.DeploymentStore.
 func (s *Store) CreateDeployment(ctx context.Context, ws string, spec hub.DeploymentSpec) (hub.Deployment, error) {
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		row, err := resolveDeployment(ctx, tx, ws, spec)
+		row, err := resolveDeployment(ctx, tx, ws, spec, nil)
 		if err != nil {
 			return err
 		}
@@ -143,7 +144,17 @@ func (s *Store) CreateDeployment(ctx context.Context, ws string, spec hub.Deploy
 // UpdateDeployment implements hub.DeploymentStore.
 func (s *Store) UpdateDeployment(ctx context.Context, ws string, spec hub.DeploymentSpec) (hub.Deployment, error) {
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		row, err := resolveDeployment(ctx, tx, ws, spec)
+		var kept []string
+		var agents string
+		err := tx.QueryRowContext(ctx, `SELECT d.agents FROM deployments d JOIN workspaces w ON w.id = d.workspace_id
+			WHERE w.name = ? AND d.name = ?`, ws, spec.Name).Scan(&agents)
+		if err == nil {
+			err = json.Unmarshal([]byte(agents), &kept)
+		}
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		row, err := resolveDeployment(ctx, tx, ws, spec, kept)
 		if err != nil {
 			return err
 		}

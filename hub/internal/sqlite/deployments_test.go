@@ -153,6 +153,23 @@ func TestDeploymentLifecycle(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].Name != "fraud" {
 		t.Fatalf("list: %v %+v", err, list)
 	}
+	// A target revoked since does not block an update of the model; adding
+	// a revoked agent does.
+	other := enrollAgent(t, st, "edge-2", nil)
+	if _, err := st.RevokeAgent(ctx, edge); err != nil {
+		t.Fatal(err)
+	}
+	u, _ = hub.DeploymentUpdate{Model: "clf:2"}.Apply(d)
+	if _, err := st.UpdateDeployment(ctx, "w", u); err != nil {
+		t.Fatalf("update with a revoked kept target: %v", err)
+	}
+	if _, err := st.RevokeAgent(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	u, _ = hub.DeploymentUpdate{Agents: []string{edge, other}}.Apply(d)
+	if _, err := st.UpdateDeployment(ctx, "w", u); !errors.Is(err, hub.ErrInvalid) || !strings.Contains(err.Error(), other) {
+		t.Fatalf("adding a revoked target: %v", err)
+	}
 	if err := st.DeleteDeployment(ctx, "w", "fraud"); err != nil {
 		t.Fatal(err)
 	}
