@@ -16,6 +16,13 @@
 // route) updates the store first, then closes the agent's broker
 // connections and clears its desired state in the fleet.
 //
+// Deployments: the rollout (hub/internal/rollout) also observes the fleet
+// (a Tee beside the presence observer; it keeps each agent's latest report
+// in memory for the per-target states the API shows) and pushes every
+// agent's desired state through the fleet once the fleet is connected,
+// then after every deployment change, agent coming online for the first
+// time or revocation, and every minute (docs/deployments.md).
+//
 // Lifecycle: DefaultConfig, optionally LoadConfig from YAML, Validate, New,
 // then Run(ctx), which binds every listener, writes <data>/hub.addr (the
 // bound addresses as JSON), closes Ready(), and blocks until ctx is done.
