@@ -28,6 +28,7 @@ type hubServeFlags struct {
 	http      string
 	mqtt      string
 	nats      string
+	advertise string
 	logFormat string
 	logLevel  string
 }
@@ -41,10 +42,12 @@ func (a *app) hubServeCmd() *cobra.Command {
 
 Settings come from, in increasing precedence: the defaults, the environment
 (ATELIER_HUB_DATA, ATELIER_HUB_HTTP, ATELIER_HUB_MQTT, ATELIER_HUB_NATS), the
-YAML file given by --config (keys: data, http, mqtt, nats, max_body_bytes,
-max_batch_bytes, max_metric_points, max_artifact_bytes, shutdown_timeout,
-read_header_timeout), and the flags. Once listening, the hub writes the
-bound addresses to <data>/hub.addr as JSON (useful with port 0).
+YAML file given by --config (keys: data, http, mqtt, nats, advertise_mqtt,
+max_body_bytes, max_batch_bytes, max_metric_points, max_artifact_bytes,
+shutdown_timeout, read_header_timeout), and the flags. Once listening, the hub
+writes the bound addresses to <data>/hub.addr as JSON (useful with port 0).
+--advertise-mqtt is the broker address enrolling agents are told to use, when
+they reach it by another name than the bound --mqtt address.
 
 The HTTP API has no authentication yet: keep it on loopback.`,
 		Args: argsRange(0, 0, "no arguments"),
@@ -70,6 +73,7 @@ The HTTP API has no authentication yet: keep it on loopback.`,
 	fl.StringVar(&f.http, "http", "", "HTTP API listen address HOST:PORT (default 127.0.0.1:8780)")
 	fl.StringVar(&f.mqtt, "mqtt", "", "MQTT listen address HOST:PORT (default 127.0.0.1:1883)")
 	fl.StringVar(&f.nats, "nats", "", "NATS listen address HOST:PORT (default 127.0.0.1:4222)")
+	fl.StringVar(&f.advertise, "advertise-mqtt", "", "MQTT address HOST:PORT enrollment gives agents (default: the bound --mqtt address)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
@@ -115,6 +119,7 @@ func (a *app) hubConfig(cmd *cobra.Command, f hubServeFlags) (server.Config, err
 		{"http", f.http, &cfg.HTTP},
 		{"mqtt", f.mqtt, &cfg.MQTT},
 		{"nats", f.nats, &cfg.NATS},
+		{"advertise-mqtt", f.advertise, &cfg.AdvertiseMQTT},
 	} {
 		if cmd.Flags().Changed(fl.name) {
 			*fl.dst = fl.val

@@ -51,7 +51,12 @@ func TestEdgeDeploymentLifecycle(t *testing.T) {
 	}
 
 	hubData := filepath.Join(t.TempDir(), "hub")
-	hubProc, addrs := startHub(t, atelier, hubData, server.Addrs{HTTP: "127.0.0.1:0", MQTT: "127.0.0.1:0", NATS: "127.0.0.1:0"})
+	// The broker's port is chosen first so agents can be told to reach it
+	// by another name (--advertise-mqtt localhost:PORT).
+	mqttPort := freePort(t)
+	advertised := fmt.Sprintf("localhost:%d", mqttPort)
+	hubProc, addrs := startHub(t, atelier, hubData,
+		server.Addrs{HTTP: "127.0.0.1:0", MQTT: fmt.Sprintf("127.0.0.1:%d", mqttPort), NATS: "127.0.0.1:0"}, "--advertise-mqtt", advertised)
 	hubURL := "http://" + addrs.HTTP
 	const ws = "e2e"
 	run := func(args ...string) []byte { return cli(t, atelier, hubURL, ws, args...) }
@@ -78,6 +83,9 @@ func TestEdgeDeploymentLifecycle(t *testing.T) {
 		return json.Unmarshal(b, &creds)
 	})
 	id := creds.AgentID
+	if !strings.HasSuffix(creds.MQTTURL, "://"+advertised) {
+		t.Fatalf("enrollment gave broker %q, want the advertised %s", creds.MQTTURL, advertised)
+	}
 
 	run("deploy", "create", "digits", "--model", "digits:1", "--target", id)
 	waitServing(t, atelier, hubURL, ws, id, 1, time.Time{})
@@ -150,7 +158,7 @@ func TestEdgeDeploymentLifecycle(t *testing.T) {
 
 	// The hub comes back on the same data and ports; the agent reconnects.
 	restarted := time.Now()
-	hubProc, again := startHub(t, atelier, hubData, addrs)
+	hubProc, again := startHub(t, atelier, hubData, addrs, "--advertise-mqtt", advertised)
 	if again != addrs {
 		t.Fatalf("restarted hub bound %+v, want %+v", again, addrs)
 	}

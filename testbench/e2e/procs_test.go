@@ -169,16 +169,17 @@ func (p *proc) stop(t *testing.T, timeout time.Duration) {
 }
 
 // startHub runs `atelier hub serve` on data with the given addresses
-// (127.0.0.1:0 for fresh ports) and returns the process and its bound
+// (127.0.0.1:0 for fresh ports) and extra flags, and returns the process and its bound
 // addresses from data/hub.addr.
-func startHub(t *testing.T, bin, data string, addrs server.Addrs) (*proc, server.Addrs) {
+func startHub(t *testing.T, bin, data string, addrs server.Addrs, extra ...string) (*proc, server.Addrs) {
 	t.Helper()
 	addrFile := filepath.Join(data, server.AddrFile)
 	if err := os.Remove(addrFile); err != nil && !os.IsNotExist(err) {
 		t.Fatal(err) // a stale file from a killed hub would be read as this one's
 	}
-	p := start(t, "hub", bin, "hub", "serve", "--data", data, "--http", addrs.HTTP, "--mqtt", addrs.MQTT,
-		"--nats", addrs.NATS, "--log-level", "warn")
+	args := append([]string{"hub", "serve", "--data", data, "--http", addrs.HTTP, "--mqtt", addrs.MQTT,
+		"--nats", addrs.NATS, "--log-level", "warn"}, extra...)
+	p := start(t, "hub", bin, args...)
 	var got server.Addrs
 	waitFor(t, 20*time.Second, "hub.addr", func() error {
 		if p.exited() {
