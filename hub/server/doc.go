@@ -21,7 +21,8 @@
 // in memory for the per-target states the API shows) and pushes every
 // agent's desired state through the fleet once the fleet is connected,
 // then after every deployment change, agent coming online for the first
-// time or revocation, and every minute (docs/deployments.md).
+// time, enrollment, forced workspace delete or revocation, and every
+// minute (docs/deployments.md).
 //
 // Lifecycle: DefaultConfig, optionally LoadConfig from YAML, Validate, New,
 // then Run(ctx), which binds every listener, writes <data>/hub.addr (the

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 
+	"github.com/atelier-ml/atelier/hub"
 	"github.com/atelier-ml/atelier/hub/internal/api"
 	"github.com/atelier-ml/atelier/hub/internal/rollout"
 )
@@ -21,5 +22,32 @@ type notifyingRevoker struct {
 func (n notifyingRevoker) RevokeAgent(ctx context.Context, id string) error {
 	err := n.AgentRevoker.RevokeAgent(ctx, id)
 	n.ro.Notify()
+	return err
+}
+
+// notifyingStore is the store the API uses: it tells the rollout after the
+// writes that change some agent's desired state without going through the
+// deployment routes, so the state is pushed at once: an enrollment (a new
+// agent a selector may match; its state is retained before it connects)
+// and a forced workspace delete (which removes the workspace's
+// deployments).
+type notifyingStore struct {
+	hub.Store
+	ro *rollout.Rollout
+}
+
+func (s notifyingStore) Enroll(ctx context.Context, req hub.EnrollRequest) (hub.Agent, string, error) {
+	a, secret, err := s.Store.Enroll(ctx, req)
+	if err == nil {
+		s.ro.Notify()
+	}
+	return a, secret, err
+}
+
+func (s notifyingStore) DeleteWorkspace(ctx context.Context, name string, force bool) error {
+	err := s.Store.DeleteWorkspace(ctx, name, force)
+	if err == nil {
+		s.ro.Notify()
+	}
 	return err
 }

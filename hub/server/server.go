@@ -159,7 +159,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		AgentMQTTURL:     "tcp://" + advertise,
 		AgentRevoker:     notifyingRevoker{AgentRevoker: &revoker{br: br, fl: fl, pr: pres, log: s.log.With("component", "agents")}, ro: ro},
 		Rollout:          ro,
-	}, store, blobs, s.log.With("component", "api"))
+	}, notifyingStore{Store: store, ro: ro}, blobs, s.log.With("component", "api"))
 	hs := &http.Server{
 		Handler:           a.Handler(),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
