@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/atelier-ml/atelier/testbench/hubbench"
+	"github.com/atelier-ml/atelier/testbench/rolloutbench"
 	"github.com/atelier-ml/atelier/testbench/scorebench"
 )
 
@@ -25,6 +26,7 @@ func benchmarks() map[string]benchmark {
 	return map[string]benchmark{
 		// Each benchmark package adds its line here.
 		"hub":     hubbench.Run,
+		"rollout": rolloutbench.Run,
 		"scoring": scorebench.Run,
 	}
 }

@@ -1,0 +1,333 @@
+package rolloutbench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+
+	"github.com/atelier-ml/atelier/hub"
+	"github.com/atelier-ml/atelier/hub/client"
+	"github.com/atelier-ml/atelier/hub/server"
+	"github.com/atelier-ml/atelier/internal/onnx/onnxtest"
+	"github.com/atelier-ml/atelier/testbench/fleetsim"
+)
+
+// ChunkSize is the chunk size of the raw fan-out, the hub's chunk size.
+const ChunkSize = 256 << 10
+
+// Result is what Run measures.
+type Result struct {
+	Agents   int     `json:"agents"`
+	ModelMiB float64 `json:"model_mib"`
+	Chunks   int     `json:"chunks"`
+	// RolloutSeconds: deployment created → the hub's deployment shows every
+	// agent serving the version (from their reports).
+	RolloutSeconds float64 `json:"rollout_seconds"`
+	// LoadedSeconds: deployment created → every agent loaded the verified
+	// file (agent side, before its report reaches the hub).
+	LoadedSeconds float64 `json:"loaded_seconds"`
+	// RawFanoutSeconds: the same bytes in the same chunks published with
+	// QoS 1 to the same number of MQTT subscribers, one topic each, with no
+	// protocol → every subscriber received every byte.
+	RawFanoutSeconds float64 `json:"raw_fanout_seconds"`
+	// Ratio is RolloutSeconds / RawFanoutSeconds.
+	Ratio float64 `json:"ratio"`
+}
+
+type options struct {
+	json     bool
+	agents   int
+	modelMiB float64
+	dir      string
+}
+
+// Run parses flags from args, runs the benchmark and writes a table (or,
+// with --json, a JSON object) to w.
+func Run(ctx context.Context, args []string, w io.Writer) error {
+	var o options
+	fs := flag.NewFlagSet("rollout", flag.ContinueOnError)
+	fs.SetOutput(w)
+	fs.BoolVar(&o.json, "json", false, "print a JSON object instead of a table")
+	fs.IntVar(&o.agents, "agents", 50, "simulated agents")
+	fs.Float64Var(&o.modelMiB, "model-mib", 10, "model size in MiB")
+	fs.StringVar(&o.dir, "dir", "", "data directory (default: a temporary directory, removed afterwards)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.agents < 1 || o.agents > 10_000 {
+		return fmt.Errorf("rollout bench: --agents %d: want 1-10000", o.agents)
+	}
+	if !(o.modelMiB > 0) || o.modelMiB > 1024 {
+		return fmt.Errorf("rollout bench: --model-mib %v: want above 0 and at most 1024", o.modelMiB)
+	}
+	if o.dir == "" {
+		d, err := os.MkdirTemp("", "rolloutbench-*")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		o.dir = d
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	res, err := measure(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	if o.json {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "rollout of a %.1f MiB model (%d chunks of 256 KiB) to %d agents\n", res.ModelMiB, res.Chunks, res.Agents)
+	fmt.Fprintf(tw, "rollout_seconds\t%.3f\tdeploy → the hub shows every agent serving it\n", res.RolloutSeconds)
+	fmt.Fprintf(tw, "loaded_seconds\t%.3f\tdeploy → every agent loaded the verified file\n", res.LoadedSeconds)
+	fmt.Fprintf(tw, "raw_fanout_seconds\t%.3f\tthe same bytes, QoS 1, one topic per subscriber, no protocol\n", res.RawFanoutSeconds)
+	fmt.Fprintf(tw, "ratio\t%.2f\trollout / raw fan-out\n", res.Ratio)
+	return tw.Flush()
+}
+
+func measure(ctx context.Context, o options, log *slog.Logger) (Result, error) {
+	model := modelOfSize(o.modelMiB)
+	res := Result{Agents: o.agents, ModelMiB: float64(len(model)) / (1 << 20), Chunks: (len(model) + ChunkSize - 1) / ChunkSize}
+
+	rollout, loaded, err := measureRollout(ctx, o, model, log)
+	if err != nil {
+		return res, err
+	}
+	raw, err := measureRawFanout(ctx, o, model, log)
+	if err != nil {
+		return res, err
+	}
+	res.RolloutSeconds, res.LoadedSeconds, res.RawFanoutSeconds = rollout.Seconds(), loaded.Seconds(), raw.Seconds()
+	res.Ratio = res.RolloutSeconds / res.RawFanoutSeconds
+	return res, nil
+}
+
+// modelOfSize returns a valid ONNX model (an MLP 1024 → h → 1) of about
+// mib MiB of float32 weights.
+func modelOfSize(mib float64) []byte {
+	h := max(1, int(mib*(1<<20)/4/1026))
+	return onnxtest.MLP(1024, []int{h}, 1, time.Now().UnixNano())
+}
+
+// measureRollout runs a real hub and a fleetsim fleet, registers model,
+// waits for every agent to be online, then times a deployment to all.
+func measureRollout(ctx context.Context, o options, model []byte, log *slog.Logger) (rollout, loaded time.Duration, err error) {
+	cfg := server.DefaultConfig()
+	cfg.Data = filepath.Join(o.dir, "hub")
+	cfg.HTTP, cfg.MQTT, cfg.NATS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	srv, err := server.New(cfg, log)
+	if err != nil {
+		return 0, 0, err
+	}
+	hubCtx, stopHub := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(hubCtx) }()
+	defer func() {
+		stopHub()
+		if herr := <-done; herr != nil && err == nil {
+			err = fmt.Errorf("hub: %w", herr)
+		}
+	}()
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		done <- err
+		return 0, 0, fmt.Errorf("hub did not start: %w", err)
+	}
+	url := "http://" + srv.Addrs().HTTP
+	c := client.New(url)
+	if _, err := c.CreateWorkspace(ctx, "bench", ""); err != nil {
+		return 0, 0, err
+	}
+	if _, err := c.RegisterModel(ctx, "bench", "big", bytes.NewReader(model), int64(len(model)), client.RegisterOptions{}); err != nil {
+		return 0, 0, err
+	}
+	if err := os.MkdirAll(filepath.Join(o.dir, "agents"), 0o700); err != nil {
+		return 0, 0, err
+	}
+	fleet, err := fleetsim.Start(ctx, fleetsim.Config{Hub: url, Agents: o.agents, DataDir: filepath.Join(o.dir, "agents"),
+		Labels: map[string]string{"bench": "rollout"}}, log)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		if ferr := fleet.Close(); ferr != nil && err == nil {
+			err = ferr
+		}
+	}()
+	if err := poll(ctx, time.Minute, func() (bool, error) {
+		as, err := c.ListAgents(ctx)
+		if err != nil {
+			return false, err
+		}
+		on := 0
+		for _, a := range as {
+			if a.State == hub.AgentOnline {
+				on++
+			}
+		}
+		return on == o.agents, nil
+	}); err != nil {
+		return 0, 0, fmt.Errorf("waiting for %d agents online: %w", o.agents, err)
+	}
+
+	start := time.Now()
+	loadedCh := make(chan error, 1)
+	waitCtx, cancelWait := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancelWait()
+	go func() {
+		err := fleet.WaitLoaded(waitCtx, "big", 1)
+		loaded = time.Since(start)
+		loadedCh <- err
+	}()
+	if _, err := c.CreateDeployment(ctx, "bench", hub.DeploymentCreate{Name: "big", Model: "big:1", Selector: map[string]string{"bench": "rollout"}}); err != nil {
+		return 0, 0, err
+	}
+	if err := poll(ctx, 10*time.Minute, func() (bool, error) {
+		d, err := c.GetDeployment(ctx, "bench", "big")
+		if err != nil {
+			return false, err
+		}
+		n := 0
+		for _, t := range d.Targets {
+			if t.State == "serving" && t.ModelVersion == 1 {
+				n++
+			}
+		}
+		return n == o.agents, nil
+	}); err != nil {
+		return 0, 0, fmt.Errorf("waiting for the rollout: %w", err)
+	}
+	rollout = time.Since(start)
+	if err := <-loadedCh; err != nil {
+		return 0, 0, err
+	}
+	return rollout, loaded, nil
+}
+
+// poll calls f every 20 ms until it reports done, fails, or timeout passes.
+func poll(ctx context.Context, timeout time.Duration, f func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		ok, err := f()
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// measureRawFanout starts a broker configured as the hub's embedded one
+// (nats-server with JetStream and its MQTT listener, in this process; no
+// authentication) and times the model's chunks published with QoS 1 to
+// n subscribers, each on its own topic with a persistent session, as
+// agents are. The hub's own broker cannot be used: it admits only agents,
+// on their own topics, and the hub's clients with a per-start secret.
+func measureRawFanout(ctx context.Context, o options, model []byte, log *slog.Logger) (time.Duration, error) {
+	nopts := &natsserver.Options{
+		ServerName: "rolloutbench", Host: "127.0.0.1", Port: -1, JetStream: true, NoSigs: true,
+		StoreDir: filepath.Join(o.dir, "raw-broker"), MQTT: natsserver.MQTTOpts{Host: "127.0.0.1", Port: -1},
+	}
+	ns, err := natsserver.NewServer(nopts)
+	if err != nil {
+		return 0, fmt.Errorf("raw broker: %w", err)
+	}
+	ns.Start()
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		return 0, errors.New("raw broker: not ready within 10s")
+	}
+	addr := net.JoinHostPort(nopts.MQTT.Host, strconv.Itoa(nopts.MQTT.Port))
+	connect := func(id string, h mqtt.MessageHandler) (mqtt.Client, error) {
+		opts := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetProtocolVersion(4).
+			SetCleanSession(false).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
+		if h != nil {
+			opts.SetDefaultPublishHandler(h)
+		}
+		c := mqtt.NewClient(opts)
+		if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+			return nil, fmt.Errorf("raw broker: connect %s: %v", id, t.Error())
+		}
+		return c, nil
+	}
+
+	var (
+		remaining atomic.Int64
+		allDone   = make(chan struct{})
+		once      sync.Once
+	)
+	remaining.Store(int64(o.agents) * int64(len(model)))
+	var subs []mqtt.Client
+	defer func() {
+		for _, s := range subs {
+			s.Disconnect(100)
+		}
+	}()
+	for i := range o.agents {
+		topic := fmt.Sprintf("raw/v1/agents/sub-%d/chunks/response", i)
+		c, err := connect(fmt.Sprintf("sub-%d", i), func(_ mqtt.Client, m mqtt.Message) {
+			if remaining.Add(-int64(len(m.Payload()))) == 0 {
+				once.Do(func() { close(allDone) })
+			}
+		})
+		if err != nil {
+			return 0, err
+		}
+		subs = append(subs, c)
+		if t := c.Subscribe(topic, 1, nil); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+			return 0, fmt.Errorf("raw broker: subscribe %s: %v", topic, t.Error())
+		}
+	}
+	pub, err := connect("publisher", nil)
+	if err != nil {
+		return 0, err
+	}
+	defer pub.Disconnect(100)
+
+	start := time.Now()
+	var tokens []mqtt.Token
+	for i := range o.agents {
+		topic := fmt.Sprintf("raw/v1/agents/sub-%d/chunks/response", i)
+		for off := 0; off < len(model); off += ChunkSize {
+			tokens = append(tokens, pub.Publish(topic, 1, false, model[off:min(off+ChunkSize, len(model))]))
+		}
+	}
+	for _, t := range tokens {
+		if !t.WaitTimeout(5*time.Minute) || t.Error() != nil {
+			return 0, fmt.Errorf("raw broker: publish: %v", t.Error())
+		}
+	}
+	select {
+	case <-allDone:
+	case <-time.After(5 * time.Minute):
+		return 0, fmt.Errorf("raw fan-out: %d bytes still missing after 5 minutes", remaining.Load())
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	elapsed := time.Since(start)
+	log.Debug("raw fan-out done", "elapsed", elapsed)
+	return elapsed, nil
+}
