@@ -10,7 +10,8 @@
 // in the same 256 KiB chunks, published with QoS 1 to N subscribers with
 // persistent sessions, one topic each, through a broker configured as the
 // hub's embedded one (raw_fanout_seconds): the protocol's floor. The ratio
-// of the two is the protocol's cost.
+// of the two is the protocol's cost. Each is measured --rounds times (every
+// rollout round deploys a new model version) and the medians are reported.
 //
 // The raw fan-out uses its own broker instance (same nats-server version
 // and options, in the same process, without authentication) because the

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -48,12 +49,19 @@ type Result struct {
 	RawFanoutSeconds float64 `json:"raw_fanout_seconds"`
 	// Ratio is RolloutSeconds / RawFanoutSeconds.
 	Ratio float64 `json:"ratio"`
+	// Rounds is how many times each was measured; the figures above are
+	// medians of the samples below.
+	Rounds         int       `json:"rounds"`
+	RolloutSamples []float64 `json:"rollout_samples"`
+	LoadedSamples  []float64 `json:"loaded_samples"`
+	RawSamples     []float64 `json:"raw_fanout_samples"`
 }
 
 type options struct {
 	json     bool
 	agents   int
 	modelMiB float64
+	rounds   int
 	dir      string
 }
 
@@ -66,6 +74,7 @@ func Run(ctx context.Context, args []string, w io.Writer) error {
 	fs.BoolVar(&o.json, "json", false, "print a JSON object instead of a table")
 	fs.IntVar(&o.agents, "agents", 50, "simulated agents")
 	fs.Float64Var(&o.modelMiB, "model-mib", 10, "model size in MiB")
+	fs.IntVar(&o.rounds, "rounds", 3, "measurements of each (a new model version per rollout round); medians are reported")
 	fs.StringVar(&o.dir, "dir", "", "data directory (default: a temporary directory, removed afterwards)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -75,6 +84,9 @@ func Run(ctx context.Context, args []string, w io.Writer) error {
 	}
 	if !(o.modelMiB > 0) || o.modelMiB > 1024 {
 		return fmt.Errorf("rollout bench: --model-mib %v: want above 0 and at most 1024", o.modelMiB)
+	}
+	if o.rounds < 1 || o.rounds > 100 {
+		return fmt.Errorf("rollout bench: --rounds %d: want 1-100", o.rounds)
 	}
 	if o.dir == "" {
 		d, err := os.MkdirTemp("", "rolloutbench-*")
@@ -95,7 +107,7 @@ func Run(ctx context.Context, args []string, w io.Writer) error {
 		return enc.Encode(res)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "rollout of a %.1f MiB model (%d chunks of 256 KiB) to %d agents\n", res.ModelMiB, res.Chunks, res.Agents)
+	fmt.Fprintf(tw, "rollout of a %.1f MiB model (%d chunks of 256 KiB) to %d agents, median of %d rounds\n", res.ModelMiB, res.Chunks, res.Agents, res.Rounds)
 	fmt.Fprintf(tw, "rollout_seconds\t%.3f\tdeploy → the hub shows every agent serving it\n", res.RolloutSeconds)
 	fmt.Fprintf(tw, "loaded_seconds\t%.3f\tdeploy → every agent loaded the verified file\n", res.LoadedSeconds)
 	fmt.Fprintf(tw, "raw_fanout_seconds\t%.3f\tthe same bytes, QoS 1, one topic per subscriber, no protocol\n", res.RawFanoutSeconds)
@@ -104,38 +116,53 @@ func Run(ctx context.Context, args []string, w io.Writer) error {
 }
 
 func measure(ctx context.Context, o options, log *slog.Logger) (Result, error) {
-	model := modelOfSize(o.modelMiB)
-	res := Result{Agents: o.agents, ModelMiB: float64(len(model)) / (1 << 20), Chunks: (len(model) + ChunkSize - 1) / ChunkSize}
-
-	rollout, loaded, err := measureRollout(ctx, o, model, log)
+	models := make([][]byte, o.rounds)
+	for i := range models {
+		models[i] = modelOfSize(o.modelMiB, int64(i))
+	}
+	res := Result{Agents: o.agents, ModelMiB: float64(len(models[0])) / (1 << 20),
+		Chunks: (len(models[0]) + ChunkSize - 1) / ChunkSize, Rounds: o.rounds}
+	var err error
+	res.RolloutSamples, res.LoadedSamples, err = measureRollout(ctx, o, models, log)
 	if err != nil {
 		return res, err
 	}
-	raw, err := measureRawFanout(ctx, o, model, log)
+	res.RawSamples, err = measureRawFanout(ctx, o, models[0], log)
 	if err != nil {
 		return res, err
 	}
-	res.RolloutSeconds, res.LoadedSeconds, res.RawFanoutSeconds = rollout.Seconds(), loaded.Seconds(), raw.Seconds()
+	res.RolloutSeconds, res.LoadedSeconds, res.RawFanoutSeconds = median(res.RolloutSamples), median(res.LoadedSamples), median(res.RawSamples)
 	res.Ratio = res.RolloutSeconds / res.RawFanoutSeconds
 	return res, nil
 }
 
-// modelOfSize returns a valid ONNX model (an MLP 1024 → h → 1) of about
-// mib MiB of float32 weights.
-func modelOfSize(mib float64) []byte {
-	h := max(1, int(mib*(1<<20)/4/1026))
-	return onnxtest.MLP(1024, []int{h}, 1, time.Now().UnixNano())
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// measureRollout runs a real hub and a fleetsim fleet, registers model,
-// waits for every agent to be online, then times a deployment to all.
-func measureRollout(ctx context.Context, o options, model []byte, log *slog.Logger) (rollout, loaded time.Duration, err error) {
+// modelOfSize returns a valid ONNX model (an MLP 1024 → h → 1) of about
+// mib MiB of float32 weights; seed makes each round's model different.
+func modelOfSize(mib float64, seed int64) []byte {
+	h := max(1, int(mib*(1<<20)/4/1026))
+	return onnxtest.MLP(1024, []int{h}, 1, seed)
+}
+
+// measureRollout runs a real hub and a fleetsim fleet, registers the
+// models as versions 1..n, waits for every agent to be online, then times
+// round k: the deployment created (k = 0) or updated to version k+1, until
+// every agent serves it. It returns the samples in seconds.
+func measureRollout(ctx context.Context, o options, models [][]byte, log *slog.Logger) (rollout, loaded []float64, err error) {
 	cfg := server.DefaultConfig()
 	cfg.Data = filepath.Join(o.dir, "hub")
 	cfg.HTTP, cfg.MQTT, cfg.NATS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	srv, err := server.New(cfg, log)
 	if err != nil {
-		return 0, 0, err
+		return nil, nil, err
 	}
 	hubCtx, stopHub := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -150,23 +177,25 @@ func measureRollout(ctx context.Context, o options, model []byte, log *slog.Logg
 	case <-srv.Ready():
 	case err := <-done:
 		done <- err
-		return 0, 0, fmt.Errorf("hub did not start: %w", err)
+		return nil, nil, fmt.Errorf("hub did not start: %w", err)
 	}
 	url := "http://" + srv.Addrs().HTTP
 	c := client.New(url)
 	if _, err := c.CreateWorkspace(ctx, "bench", ""); err != nil {
-		return 0, 0, err
+		return nil, nil, err
 	}
-	if _, err := c.RegisterModel(ctx, "bench", "big", bytes.NewReader(model), int64(len(model)), client.RegisterOptions{}); err != nil {
-		return 0, 0, err
+	for _, m := range models {
+		if _, err := c.RegisterModel(ctx, "bench", "big", bytes.NewReader(m), int64(len(m)), client.RegisterOptions{}); err != nil {
+			return nil, nil, err
+		}
 	}
 	if err := os.MkdirAll(filepath.Join(o.dir, "agents"), 0o700); err != nil {
-		return 0, 0, err
+		return nil, nil, err
 	}
 	fleet, err := fleetsim.Start(ctx, fleetsim.Config{Hub: url, Agents: o.agents, DataDir: filepath.Join(o.dir, "agents"),
 		Labels: map[string]string{"bench": "rollout"}}, log)
 	if err != nil {
-		return 0, 0, err
+		return nil, nil, err
 	}
 	defer func() {
 		if ferr := fleet.Close(); ferr != nil && err == nil {
@@ -186,19 +215,41 @@ func measureRollout(ctx context.Context, o options, model []byte, log *slog.Logg
 		}
 		return on == o.agents, nil
 	}); err != nil {
-		return 0, 0, fmt.Errorf("waiting for %d agents online: %w", o.agents, err)
+		return nil, nil, fmt.Errorf("waiting for %d agents online: %w", o.agents, err)
 	}
 
+	for k := range models {
+		r, l, err := rolloutRound(ctx, c, fleet, o.agents, k)
+		if err != nil {
+			return nil, nil, fmt.Errorf("round %d: %w", k+1, err)
+		}
+		rollout, loaded = append(rollout, r.Seconds()), append(loaded, l.Seconds())
+	}
+	return rollout, loaded, nil
+}
+
+// rolloutRound deploys version k+1 (creating the deployment when k is 0)
+// and waits until the hub shows all n agents serving it.
+func rolloutRound(ctx context.Context, c *client.Client, fleet *fleetsim.Fleet, n, k int) (rollout, loaded time.Duration, err error) {
+	version := k + 1
 	start := time.Now()
 	loadedCh := make(chan error, 1)
 	waitCtx, cancelWait := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancelWait()
 	go func() {
-		err := fleet.WaitLoaded(waitCtx, "big", 1)
+		err := fleet.WaitLoaded(waitCtx, "big", uint32(version))
 		loaded = time.Since(start)
 		loadedCh <- err
 	}()
-	if _, err := c.CreateDeployment(ctx, "bench", hub.DeploymentCreate{Name: "big", Model: "big:1", Selector: map[string]string{"bench": "rollout"}}); err != nil {
+	ref := fmt.Sprintf("big:%d", version)
+	if k == 0 {
+		_, err = c.CreateDeployment(ctx, "bench", hub.DeploymentCreate{Name: "big", Model: ref, Selector: map[string]string{"bench": "rollout"}})
+	} else {
+		_, err = c.UpdateDeployment(ctx, "bench", "big", hub.DeploymentUpdate{Model: ref})
+	}
+	if err != nil {
+		cancelWait()
+		<-loadedCh
 		return 0, 0, err
 	}
 	if err := poll(ctx, 10*time.Minute, func() (bool, error) {
@@ -206,14 +257,16 @@ func measureRollout(ctx context.Context, o options, model []byte, log *slog.Logg
 		if err != nil {
 			return false, err
 		}
-		n := 0
+		serving := 0
 		for _, t := range d.Targets {
-			if t.State == "serving" && t.ModelVersion == 1 {
-				n++
+			if t.State == "serving" && t.ModelVersion == version {
+				serving++
 			}
 		}
-		return n == o.agents, nil
+		return serving == n, nil
 	}); err != nil {
+		cancelWait()
+		<-loadedCh
 		return 0, 0, fmt.Errorf("waiting for the rollout: %w", err)
 	}
 	rollout = time.Since(start)
@@ -246,19 +299,19 @@ func poll(ctx context.Context, timeout time.Duration, f func() (bool, error)) er
 // n subscribers, each on its own topic with a persistent session, as
 // agents are. The hub's own broker cannot be used: it admits only agents,
 // on their own topics, and the hub's clients with a per-start secret.
-func measureRawFanout(ctx context.Context, o options, model []byte, log *slog.Logger) (time.Duration, error) {
+func measureRawFanout(ctx context.Context, o options, model []byte, log *slog.Logger) ([]float64, error) {
 	nopts := &natsserver.Options{
 		ServerName: "rolloutbench", Host: "127.0.0.1", Port: -1, JetStream: true, NoSigs: true,
 		StoreDir: filepath.Join(o.dir, "raw-broker"), MQTT: natsserver.MQTTOpts{Host: "127.0.0.1", Port: -1},
 	}
 	ns, err := natsserver.NewServer(nopts)
 	if err != nil {
-		return 0, fmt.Errorf("raw broker: %w", err)
+		return nil, fmt.Errorf("raw broker: %w", err)
 	}
 	ns.Start()
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 	if !ns.ReadyForConnections(10 * time.Second) {
-		return 0, errors.New("raw broker: not ready within 10s")
+		return nil, errors.New("raw broker: not ready within 10s")
 	}
 	addr := net.JoinHostPort(nopts.MQTT.Host, strconv.Itoa(nopts.MQTT.Port))
 	connect := func(id string, h mqtt.MessageHandler) (mqtt.Client, error) {
@@ -274,12 +327,14 @@ func measureRawFanout(ctx context.Context, o options, model []byte, log *slog.Lo
 		return c, nil
 	}
 
-	var (
+	// round is the fan-out in progress; the subscribers' handler counts
+	// down its bytes.
+	type round struct {
 		remaining atomic.Int64
-		allDone   = make(chan struct{})
+		done      chan struct{}
 		once      sync.Once
-	)
-	remaining.Store(int64(o.agents) * int64(len(model)))
+	}
+	var cur atomic.Pointer[round]
 	var subs []mqtt.Client
 	defer func() {
 		for _, s := range subs {
@@ -289,45 +344,51 @@ func measureRawFanout(ctx context.Context, o options, model []byte, log *slog.Lo
 	for i := range o.agents {
 		topic := fmt.Sprintf("raw/v1/agents/sub-%d/chunks/response", i)
 		c, err := connect(fmt.Sprintf("sub-%d", i), func(_ mqtt.Client, m mqtt.Message) {
-			if remaining.Add(-int64(len(m.Payload()))) == 0 {
-				once.Do(func() { close(allDone) })
+			if r := cur.Load(); r != nil && r.remaining.Add(-int64(len(m.Payload()))) == 0 {
+				r.once.Do(func() { close(r.done) })
 			}
 		})
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		subs = append(subs, c)
 		if t := c.Subscribe(topic, 1, nil); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-			return 0, fmt.Errorf("raw broker: subscribe %s: %v", topic, t.Error())
+			return nil, fmt.Errorf("raw broker: subscribe %s: %v", topic, t.Error())
 		}
 	}
 	pub, err := connect("publisher", nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer pub.Disconnect(100)
 
-	start := time.Now()
-	var tokens []mqtt.Token
-	for i := range o.agents {
-		topic := fmt.Sprintf("raw/v1/agents/sub-%d/chunks/response", i)
-		for off := 0; off < len(model); off += ChunkSize {
-			tokens = append(tokens, pub.Publish(topic, 1, false, model[off:min(off+ChunkSize, len(model))]))
+	var samples []float64
+	for k := range o.rounds {
+		r := &round{done: make(chan struct{})}
+		r.remaining.Store(int64(o.agents) * int64(len(model)))
+		cur.Store(r)
+		start := time.Now()
+		var tokens []mqtt.Token
+		for i := range o.agents {
+			topic := fmt.Sprintf("raw/v1/agents/sub-%d/chunks/response", i)
+			for off := 0; off < len(model); off += ChunkSize {
+				tokens = append(tokens, pub.Publish(topic, 1, false, model[off:min(off+ChunkSize, len(model))]))
+			}
 		}
-	}
-	for _, t := range tokens {
-		if !t.WaitTimeout(5*time.Minute) || t.Error() != nil {
-			return 0, fmt.Errorf("raw broker: publish: %v", t.Error())
+		for _, t := range tokens {
+			if !t.WaitTimeout(5*time.Minute) || t.Error() != nil {
+				return nil, fmt.Errorf("raw broker: round %d: publish: %v", k+1, t.Error())
+			}
 		}
+		select {
+		case <-r.done:
+		case <-time.After(5 * time.Minute):
+			return nil, fmt.Errorf("raw fan-out: round %d: %d bytes still missing after 5 minutes", k+1, r.remaining.Load())
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		samples = append(samples, time.Since(start).Seconds())
 	}
-	select {
-	case <-allDone:
-	case <-time.After(5 * time.Minute):
-		return 0, fmt.Errorf("raw fan-out: %d bytes still missing after 5 minutes", remaining.Load())
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
-	elapsed := time.Since(start)
-	log.Debug("raw fan-out done", "elapsed", elapsed)
-	return elapsed, nil
+	log.Debug("raw fan-out done", "seconds", samples)
+	return samples, nil
 }

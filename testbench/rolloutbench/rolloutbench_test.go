@@ -9,10 +9,10 @@ import (
 )
 
 // TestRunSmall runs the whole benchmark at a small size (3 agents, a
-// 0.6 MiB model) and checks the report's shape, not its speed.
+// 0.6 MiB model, two rounds) and checks the report's shape, not its speed.
 func TestRunSmall(t *testing.T) {
 	var out bytes.Buffer
-	if err := Run(context.Background(), []string{"--agents", "3", "--model-mib", "0.6", "--json", "--dir", t.TempDir()}, &out); err != nil {
+	if err := Run(context.Background(), []string{"--agents", "3", "--model-mib", "0.6", "--rounds", "2", "--json", "--dir", t.TempDir()}, &out); err != nil {
 		t.Fatal(err)
 	}
 	var r Result
@@ -24,6 +24,9 @@ func TestRunSmall(t *testing.T) {
 	}
 	if !(r.RolloutSeconds > 0) || !(r.LoadedSeconds > 0) || !(r.RawFanoutSeconds > 0) {
 		t.Fatalf("implausible times: %+v", r)
+	}
+	if r.Rounds != 2 || len(r.RolloutSamples) != 2 || len(r.LoadedSamples) != 2 || len(r.RawSamples) != 2 {
+		t.Fatalf("rounds %d, samples %v %v %v; want 2 of each", r.Rounds, r.RolloutSamples, r.LoadedSamples, r.RawSamples)
 	}
 	if want := r.RolloutSeconds / r.RawFanoutSeconds; r.Ratio != want {
 		t.Fatalf("ratio %v, want %v", r.Ratio, want)
@@ -37,6 +40,7 @@ func TestRunFlagErrors(t *testing.T) {
 	}{
 		{[]string{"--agents", "0"}, "--agents 0: want 1-10000"},
 		{[]string{"--model-mib", "-1"}, "--model-mib -1: want above 0 and at most 1024"},
+		{[]string{"--rounds", "0"}, "--rounds 0: want 1-100"},
 		{[]string{"--nope"}, "flag provided but not defined: -nope"},
 	} {
 		err := Run(context.Background(), tc.args, &bytes.Buffer{})
