@@ -178,10 +178,11 @@ func TestEdgeDeploymentLifecycle(t *testing.T) {
 
 // waitServing polls `deploy show` until agent id serves version v of
 // digits and, when seenAfter is set, `agent show` reports the agent online
-// with a message received after seenAfter.
+// with a message received after seenAfter. The 60 s bound covers the
+// agent's reconnect backoff (at most 30 s) with room to spare.
 func waitServing(t *testing.T, bin, hubURL, ws, id string, v int, seenAfter time.Time) {
 	t.Helper()
-	waitFor(t, 30*time.Second, fmt.Sprintf("agent %s serving digits:%d", id, v), func() error {
+	waitFor(t, 60*time.Second, fmt.Sprintf("agent %s serving digits:%d", id, v), func() error {
 		if !seenAfter.IsZero() {
 			var a hub.Agent
 			cliJSON(t, bin, hubURL, ws, &a, "agent", "show", id)
