@@ -280,7 +280,8 @@ func (s *Spool) Append(payload []byte) (uint64, error) {
 // AppendBatch spools several batches with one fsync per segment touched and
 // returns the first and last sequence numbers assigned (consecutive). On
 // error no batch of the call is acknowledged, and their sequence numbers are
-// not reused. An empty call returns (0, 0, nil).
+// not reused. A call holding more than MaxBytes drops its own oldest
+// batches under the drop-oldest rule. An empty call returns (0, 0, nil).
 func (s *Spool) AppendBatch(payloads [][]byte) (first, last uint64, err error) {
 	if len(payloads) == 0 {
 		return 0, 0, nil
