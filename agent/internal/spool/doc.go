@@ -19,7 +19,7 @@
 //     and power loss. Ack persists the cursor atomically (temp file, fsync,
 //     rename, directory fsync) before it returns.
 //   - Sequence numbers start at 1, increase by one per append and are never
-//     issued twice for one directory, across restarts, even when every
+//     returned twice by successful appends to one directory, across restarts, even when every
 //     segment was acknowledged or dropped (the state file keeps the
 //     high-water mark). They may have gaps: a failed append consumes its
 //     numbers, and recovery skips past records lost to damage at the end of

@@ -139,7 +139,7 @@ func parseSegName(name string) (uint64, bool) {
 		return 0, false
 	}
 	v, err := strconv.ParseUint(digits, 10, 64)
-	return v, err == nil
+	return v, err == nil && v >= 1 && v <= maxSeq
 }
 
 // stateFile holds the consumer cursor, the sequence high-water mark and the

@@ -175,6 +175,8 @@ func (s *Spool) recover() error {
 	sort.Slice(files, func(i, j int) bool { return files[i].first < files[j].first })
 	startNext := s.st.next
 	dirty := false
+	var truncate []*segment
+	var remove []string
 	prev := uint64(0)
 	for _, f := range files {
 		path := filepath.Join(s.cfg.Dir, f.name)
@@ -210,26 +212,37 @@ func (s *Spool) recover() error {
 			dirty = true
 		}
 		if len(res.recs) == 0 || res.recs[len(res.recs)-1].seq <= s.st.acked {
-			if err := os.Remove(path); err != nil {
-				return err
-			}
+			remove = append(remove, path)
 			if len(res.recs) > 0 {
 				prev = res.recs[len(res.recs)-1].seq
 			}
 			continue
 		}
+		g := &segment{first: f.first, path: path, size: res.validEnd, recs: res.recs}
 		if res.validEnd < int64(len(data)) {
-			if err := truncateSync(path, res.validEnd); err != nil {
-				return err
-			}
+			truncate = append(truncate, g)
 		}
 		prev = res.recs[len(res.recs)-1].seq
-		s.segs = append(s.segs, &segment{first: f.first, path: path, size: res.validEnd, recs: res.recs})
+		s.segs = append(s.segs, g)
 		s.disk += res.validEnd
 	}
 	s.st.next = max(s.st.next, prev+1, s.st.acked+1)
+	// The state (high-water mark past lost records, drop count) is durable
+	// before the damaged bytes are cut away.
 	if dirty || s.st.next != startNext {
-		return s.writeState()
+		if err := s.writeState(); err != nil {
+			return err
+		}
+	}
+	for _, g := range truncate {
+		if err := truncateSync(g.path, g.size); err != nil {
+			return err
+		}
+	}
+	for _, path := range remove {
+		if err := os.Remove(path); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -279,8 +292,9 @@ func (s *Spool) Append(payload []byte) (uint64, error) {
 
 // AppendBatch spools several batches with one fsync per segment touched and
 // returns the first and last sequence numbers assigned (consecutive). On
-// error no batch of the call is acknowledged, and their sequence numbers are
-// not reused. A call holding more than MaxBytes drops its own oldest
+// error the call is not acknowledged, but batches of it written to earlier
+// segments before the failure (a call spanning segments) may still be
+// delivered; in this process their sequence numbers are not reused. A call holding more than MaxBytes drops its own oldest
 // batches under the drop-oldest rule. An empty call returns (0, 0, nil).
 func (s *Spool) AppendBatch(payloads [][]byte) (first, last uint64, err error) {
 	if len(payloads) == 0 {

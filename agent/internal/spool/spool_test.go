@@ -615,3 +615,29 @@ func TestKill9(t *testing.T) {
 		s.Close()
 	}
 }
+
+func TestForeignFilesIgnored(t *testing.T) {
+	dir := t.TempDir()
+	foreign := map[string]string{
+		"README":                   "not ours",
+		".state.tmp-123":           "leftover temp file",
+		"00000000000000000000.seg": "sequence 0 is not a valid segment name",
+		"123.seg":                  "too few digits",
+	}
+	for name, body := range foreign {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := mustOpen(t, Config{Dir: dir})
+	appendN(t, s, 1, 2)
+	s.Close()
+	s = mustOpen(t, Config{Dir: dir})
+	checkPeek(t, s, []uint64{1, 2})
+	for name, body := range foreign {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || string(b) != body {
+			t.Fatalf("%s changed: %q, %v", name, b, err)
+		}
+	}
+}
