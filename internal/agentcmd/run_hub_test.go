@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/atelier-ml/atelier/agent"
+	"github.com/atelier-ml/atelier/hub"
+	"github.com/atelier-ml/atelier/hub/client"
+	"github.com/atelier-ml/atelier/internal/onnx/onnxtest"
 	"github.com/atelier-ml/atelier/testbench"
 )
 
@@ -93,5 +97,112 @@ func TestRunEnrollsWithRealHub(t *testing.T) {
 	code := Main(t.Context(), []string{"run", "--hub", h.URL, "--join-token", tok.Token, "--data", t.TempDir(), "--listen", "127.0.0.1:0"}, io.Discard, &errw, noEnv)
 	if code != 1 || !strings.Contains(errw.String(), "enrollment refused: HTTP 401") {
 		t.Errorf("reused token: exit %d, stderr %q", code, errw.String())
+	}
+}
+
+// inferMLP posts x to deployment at the agent's endpoint; it returns the
+// HTTP status and the output.
+func inferMLP(t *testing.T, endpoint, deployment string, x []float32) (int, []float32) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"inputs": []any{map[string]any{"name": "input", "datatype": "FP32", "shape": []int{1, len(x)}, "data": x}}})
+	resp, err := http.Post(endpoint+"/v2/models/"+deployment+"/infer", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Outputs []struct {
+			Data []float32 `json:"data"`
+		} `json:"outputs"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode, nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || len(r.Outputs) != 1 {
+		t.Fatalf("infer answer: %v", err)
+	}
+	return resp.StatusCode, r.Outputs[0].Data
+}
+
+// waitOutput polls the agent's endpoint until deployment answers want
+// (guarded; the rollout is asynchronous).
+func waitOutput(t *testing.T, endpoint, deployment string, x, want []float32, stderr *syncBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second) // deadlock guard only
+	for {
+		code, got := inferMLP(t, endpoint, deployment, x)
+		if code == http.StatusOK && len(got) == len(want) {
+			ok := true
+			for i := range want {
+				ok = ok && math.Abs(float64(got[i]-want[i])) <= 1e-4
+			}
+			if ok {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never answered %v (last: HTTP %d %v); agent stderr:\n%s", deployment, want, code, got, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRunServesHubDeployment: model registered in the real hub, agent
+// enrolled with `atelier-agent run`, deployment created, updated to a new
+// version (hot swap) and deleted, all checked over the agent's real HTTP
+// endpoint.
+func TestRunServesHubDeployment(t *testing.T) {
+	h := testbench.StartHub(t, testbench.HubConfig(t))
+	ctx := t.Context()
+	c := client.New(h.URL)
+	if _, err := c.CreateWorkspace(ctx, "ws", ""); err != nil {
+		t.Fatal(err)
+	}
+	const in, out = 4, 3
+	hidden := []int{8}
+	for seed := int64(1); seed <= 2; seed++ {
+		file := onnxtest.MLP(in, hidden, out, seed)
+		if _, err := c.RegisterModel(ctx, "ws", "mlp", bytes.NewReader(file), int64(len(file)), client.RegisterOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok, err := c.CreateJoinToken(ctx, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	endpoint, stderr, stop := startRun(t, []string{"run", "--hub", h.URL, "--join-token", tok.Token, "--data", dir, "--listen", "127.0.0.1:0"}, noEnv)
+	defer stop()
+	creds, err := agent.LoadCredentials(dir)
+	if err != nil || creds == nil {
+		t.Fatalf("credentials: %v, %v", creds, err)
+	}
+	x := []float32{0.5, -1, 2, 0.25}
+
+	if _, err := c.CreateDeployment(ctx, "ws", hub.DeploymentCreate{Name: "clf", Model: "mlp:1", Agents: []string{creds.AgentID}}); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(t, endpoint, "clf", x, onnxtest.MLPOutput(in, hidden, out, 1, x), stderr)
+
+	if _, err := c.UpdateDeployment(ctx, "ws", "clf", hub.DeploymentUpdate{Model: "mlp:2"}); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(t, endpoint, "clf", x, onnxtest.MLPOutput(in, hidden, out, 2, x), stderr)
+
+	if err := c.DeleteDeployment(ctx, "ws", "clf"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second) // deadlock guard only
+	for {
+		if code, _ := inferMLP(t, endpoint, "clf", x); code == http.StatusNotFound {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("clf still served after the deployment was deleted; agent stderr:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code := stop(); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr.String())
 	}
 }

@@ -116,9 +116,14 @@ func startRun(t *testing.T, args []string, env func(string) string) (url string,
 		cancel()
 		t.Fatalf("first stdout line %q", line)
 	}
-	return url, stderr, func() int {
-		cancel()
-		return <-done
+	var once sync.Once
+	var code int
+	return url, stderr, func() int { // idempotent
+		once.Do(func() {
+			cancel()
+			code = <-done
+		})
+		return code
 	}
 }
 
