@@ -641,3 +641,30 @@ func TestForeignFilesIgnored(t *testing.T) {
 		}
 	}
 }
+
+// With room for one segment only, making room drops the current segment
+// itself; a batch larger than MaxBytes keeps only its newest part.
+func TestSizeLimitOneSegment(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Dir: dir, MaxBytes: 200, SegmentBytes: 200}
+	s := mustOpen(t, cfg)
+	appendN(t, s, 1, 12) // 36-byte records: 5 fit after the magic
+	st := s.Stats()
+	if st.DiskBytes > cfg.MaxBytes || st.Pending == 0 || st.Dropped != uint64(12-st.Pending) {
+		t.Fatalf("Stats = %+v", st)
+	}
+	checkPeek(t, s, seqRange(uint64(12-st.Pending+1), 12))
+	var ps [][]byte
+	for i := uint64(13); i <= 30; i++ {
+		ps = append(ps, payload(i))
+	}
+	first, last, err := s.AppendBatch(ps)
+	if err != nil || first != 13 || last != 30 {
+		t.Fatalf("AppendBatch = %d, %d, %v", first, last, err)
+	}
+	st = s.Stats()
+	if st.DiskBytes > cfg.MaxBytes || st.Dropped != uint64(30-st.Pending) {
+		t.Fatalf("Stats = %+v", st)
+	}
+	checkPeek(t, s, seqRange(uint64(30-st.Pending+1), 30))
+}
