@@ -25,6 +25,7 @@ func New(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command {
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(newScoreCmd(stdout, stderr, getenv))
 	root.AddCommand(newRunCmd(stdout, stderr, getenv))
+	root.AddCommand(newFPGACmd(stdout, stderr))
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %w", errUsage, err) })
 	return root
 }
