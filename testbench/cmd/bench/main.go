@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/atelier-ml/atelier/testbench/fpgabench"
 	"github.com/atelier-ml/atelier/testbench/hubbench"
 	"github.com/atelier-ml/atelier/testbench/rolloutbench"
 	"github.com/atelier-ml/atelier/testbench/scorebench"
@@ -25,6 +26,7 @@ type benchmark func(ctx context.Context, args []string, w io.Writer) error
 func benchmarks() map[string]benchmark {
 	return map[string]benchmark{
 		// Each benchmark package adds its line here.
+		"fpga":    fpgabench.Run,
 		"hub":     hubbench.Run,
 		"rollout": rolloutbench.Run,
 		"scoring": scorebench.Run,
