@@ -32,6 +32,9 @@ import (
 // ChunkSize is the chunk size of the raw fan-out, the hub's chunk size.
 const ChunkSize = 256 << 10
 
+// rawWindow bounds the raw fan-out's QoS 1 publishes in flight.
+const rawWindow = 64
+
 // Result is what Run measures.
 type Result struct {
 	Agents   int     `json:"agents"`
@@ -368,16 +371,35 @@ func measureRawFanout(ctx context.Context, o options, model []byte, log *slog.Lo
 		r.remaining.Store(int64(o.agents) * int64(len(model)))
 		cur.Store(r)
 		start := time.Now()
-		var tokens []mqtt.Token
+		// At most rawWindow QoS 1 publishes in flight, as any publisher
+		// (and the protocol's chunk window) bounds them: an unbounded burst
+		// of hundreds of MiB stalls the broker's MQTT session instead of
+		// measuring it.
+		var inflight []mqtt.Token
+		wait := func(t mqtt.Token) error {
+			if !t.WaitTimeout(time.Minute) {
+				return fmt.Errorf("raw broker: round %d: publish not acknowledged within a minute", k+1)
+			}
+			if err := t.Error(); err != nil {
+				return fmt.Errorf("raw broker: round %d: publish: %w", k+1, err)
+			}
+			return nil
+		}
 		for i := range o.agents {
 			topic := fmt.Sprintf("raw/v1/agents/sub-%d/chunks/response", i)
 			for off := 0; off < len(model); off += ChunkSize {
-				tokens = append(tokens, pub.Publish(topic, 1, false, model[off:min(off+ChunkSize, len(model))]))
+				if len(inflight) == rawWindow {
+					if err := wait(inflight[0]); err != nil {
+						return nil, err
+					}
+					inflight = inflight[1:]
+				}
+				inflight = append(inflight, pub.Publish(topic, 1, false, model[off:min(off+ChunkSize, len(model))]))
 			}
 		}
-		for _, t := range tokens {
-			if !t.WaitTimeout(5*time.Minute) || t.Error() != nil {
-				return nil, fmt.Errorf("raw broker: round %d: publish: %v", k+1, t.Error())
+		for _, t := range inflight {
+			if err := wait(t); err != nil {
+				return nil, err
 			}
 		}
 		select {
