@@ -1,5 +1,3 @@
-// Command atelier-agent is Atelier's agent. `atelier-agent score` serves
-// ONNX models over HTTP; it is the entry point of scoring containers.
 package main
 
 import (
