@@ -84,7 +84,7 @@ func (p *presence) Presence(ctx context.Context, id string, m *agentv1.Presence)
 		p.agents[id] = &seen{last: now, heartbeat: hb}
 		p.mu.Unlock()
 		if err := p.st.SetAgentPresence(ctx, id, true, capsFrom(m.GetCapabilities()), now); err != nil {
-			p.log.Error("record agent online", "agent", id, "error", err)
+			p.storeFailed(ctx, "record agent online", id, err)
 		}
 	case agentv1.Presence_STATUS_OFFLINE:
 		p.offline(ctx, id, now)
@@ -103,7 +103,7 @@ func (p *presence) Reported(ctx context.Context, id string, r *agentv1.ReportedS
 	s.last = now
 	p.mu.Unlock()
 	if err := p.st.RecordAgentReport(ctx, id, hub.AgentReport{ObservedGeneration: r.GetObservedGeneration(), Endpoint: r.GetEndpoint()}, now); err != nil {
-		p.log.Error("record agent report", "agent", id, "error", err)
+		p.storeFailed(ctx, "record agent report", id, err)
 	}
 }
 
@@ -112,8 +112,19 @@ func (p *presence) offline(ctx context.Context, id string, at time.Time) {
 	delete(p.agents, id)
 	p.mu.Unlock()
 	if err := p.st.SetAgentPresence(ctx, id, false, nil, at); err != nil {
-		p.log.Error("record agent offline", "agent", id, "error", err)
+		p.storeFailed(ctx, "record agent offline", id, err)
 	}
+}
+
+// storeFailed logs a presence write that failed. While the hub shuts down
+// (ctx canceled) that is expected and logged at debug level: the next start
+// gives every agent the store holds online MissedHeartbeats to be heard from.
+func (p *presence) storeFailed(ctx context.Context, msg, id string, err error) {
+	if ctx.Err() != nil {
+		p.log.Debug(msg+": hub shutting down", "agent", id, "error", err)
+		return
+	}
+	p.log.Error(msg, "agent", id, "error", err)
 }
 
 // forget drops a (revoked) agent from the sweeper.
