@@ -12,6 +12,7 @@ import (
 
 	"github.com/atelier-ml/atelier/testbench/fpgabench"
 	"github.com/atelier-ml/atelier/testbench/hubbench"
+	"github.com/atelier-ml/atelier/testbench/idlebench"
 	"github.com/atelier-ml/atelier/testbench/rolloutbench"
 	"github.com/atelier-ml/atelier/testbench/scorebench"
 )
@@ -24,6 +25,7 @@ func benchmarks() map[string]benchmark {
 		// Each benchmark package adds its line here.
 		"fpga":    fpgabench.Run,
 		"hub":     hubbench.Run,
+		"idle":    idlebench.Run,
 		"rollout": rolloutbench.Run,
 		"scoring": scorebench.Run,
 	}
