@@ -114,6 +114,8 @@ type Enrollment struct {
 type AgentReport struct {
 	ObservedGeneration uint64
 	Endpoint           string
+	// At is when the hub received the report.
+	At time.Time
 }
 
 // AgentStore keeps join tokens and agents. Secrets and tokens are stored
@@ -139,9 +141,10 @@ type AgentStore interface {
 	// capabilities when caps is not nil) or offline at time at. It does
 	// nothing to a revoked or unknown agent.
 	SetAgentPresence(ctx context.Context, id string, online bool, caps *Capabilities, at time.Time) error
-	// RecordAgentReport records a ReportedState received at time at (and
-	// the agent online). It does nothing to a revoked or unknown agent.
-	RecordAgentReport(ctx context.Context, id string, r AgentReport, at time.Time) error
+	// RecordAgentReports records the latest ReportedState of each agent in
+	// reports (keyed by agent id) and marks those agents online, in one
+	// write. It skips revoked and unknown agents.
+	RecordAgentReports(ctx context.Context, reports map[string]AgentReport) error
 }
 
 var agentNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)

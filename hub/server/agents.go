@@ -38,18 +38,23 @@ func (c storeCredentials) Verify(ctx context.Context, id, secret string) (bool, 
 // interval. Store writes happen on the fleet's observer goroutine (and the
 // sweeper's); a failed write is logged, and the next message retries.
 //
-// Every ReportedState (sent every heartbeat) is written to the store, so
-// last_seen is exact; at thousands of agents with a 10 s heartbeat this is
-// hundreds of small transactions a second, which the store handles, but it
-// is the first thing to batch when the fleet grows.
+// ReportedStates (one per agent per heartbeat) are buffered and written in
+// one transaction per sweep period, so last_seen and the observed
+// generation in the store lag by at most that period; a thousand agents
+// with a 10 s heartbeat cost one small write a second instead of a hundred.
 type presence struct {
 	st    hub.AgentStore
 	log   *slog.Logger
 	now   func() time.Time
-	sweep time.Duration // sweeper period
+	sweep time.Duration // sweeper and report-flush period
 
-	mu     sync.Mutex
-	agents map[string]*seen // online agents only
+	mu      sync.Mutex
+	agents  map[string]*seen           // online agents only
+	pending map[string]hub.AgentReport // reports not yet written
+
+	// wmu orders report flushes against offline writes, so a buffered
+	// report never lands after (and undoes) the agent going offline.
+	wmu sync.Mutex
 }
 
 type seen struct {
@@ -60,7 +65,7 @@ type seen struct {
 var _ fleet.Observer = (*presence)(nil)
 
 func newPresence(st hub.AgentStore, sweep time.Duration, log *slog.Logger) *presence {
-	return &presence{st: st, log: log, now: time.Now, sweep: sweep, agents: map[string]*seen{}}
+	return &presence{st: st, log: log, now: time.Now, sweep: sweep, agents: map[string]*seen{}, pending: map[string]hub.AgentReport{}}
 }
 
 func capsFrom(c *agentv1.Capabilities) *hub.Capabilities {
@@ -91,8 +96,9 @@ func (p *presence) Presence(ctx context.Context, id string, m *agentv1.Presence)
 	}
 }
 
-// Reported implements fleet.Observer: a report is a heartbeat.
-func (p *presence) Reported(ctx context.Context, id string, r *agentv1.ReportedState) {
+// Reported implements fleet.Observer: a report is a heartbeat. It is
+// written to the store with the next flush.
+func (p *presence) Reported(_ context.Context, id string, r *agentv1.ReportedState) {
 	now := p.now()
 	p.mu.Lock()
 	s := p.agents[id]
@@ -101,15 +107,30 @@ func (p *presence) Reported(ctx context.Context, id string, r *agentv1.ReportedS
 		p.agents[id] = s
 	}
 	s.last = now
+	p.pending[id] = hub.AgentReport{ObservedGeneration: r.GetObservedGeneration(), Endpoint: r.GetEndpoint(), At: now}
 	p.mu.Unlock()
-	if err := p.st.RecordAgentReport(ctx, id, hub.AgentReport{ObservedGeneration: r.GetObservedGeneration(), Endpoint: r.GetEndpoint()}, now); err != nil {
-		p.storeFailed(ctx, "record agent report", id, err)
+}
+
+// flush writes the buffered reports in one store write. A failed write
+// keeps nothing: the next heartbeat brings a fresh report.
+func (p *presence) flush(ctx context.Context) {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	p.mu.Lock()
+	batch := p.pending
+	p.pending = map[string]hub.AgentReport{}
+	p.mu.Unlock()
+	if err := p.st.RecordAgentReports(ctx, batch); err != nil {
+		p.storeFailed(ctx, "record agent reports", "", err)
 	}
 }
 
 func (p *presence) offline(ctx context.Context, id string, at time.Time) {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
 	p.mu.Lock()
 	delete(p.agents, id)
+	delete(p.pending, id)
 	p.mu.Unlock()
 	if err := p.st.SetAgentPresence(ctx, id, false, nil, at); err != nil {
 		p.storeFailed(ctx, "record agent offline", id, err)
@@ -127,17 +148,18 @@ func (p *presence) storeFailed(ctx context.Context, msg, id string, err error) {
 	p.log.Error(msg, "agent", id, "error", err)
 }
 
-// forget drops a (revoked) agent from the sweeper.
+// forget drops a (revoked) agent from the sweeper and the report buffer.
 func (p *presence) forget(id string) {
 	p.mu.Lock()
 	delete(p.agents, id)
+	delete(p.pending, id)
 	p.mu.Unlock()
 }
 
 // run loads the agents the store says are online (they get
 // MissedHeartbeats intervals from now to be heard from, as after a hub
 // restart their last messages went to the previous process), then sweeps
-// every p.sweep until ctx ends. An agent silent for MissedHeartbeats ×
+// every p.sweep (flushing buffered reports first) until ctx ends. An agent silent for MissedHeartbeats ×
 // its heartbeat is marked offline at most p.sweep later.
 func (p *presence) run(ctx context.Context) {
 	if list, err := p.st.ListAgents(ctx); err != nil {
@@ -160,6 +182,7 @@ func (p *presence) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		p.flush(ctx)
 		now := p.now()
 		var stale []string
 		p.mu.Lock()

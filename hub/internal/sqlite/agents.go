@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -296,15 +297,29 @@ func (s *Store) SetAgentPresence(ctx context.Context, id string, online bool, ca
 	return nil
 }
 
-// RecordAgentReport implements hub.AgentStore.
-func (s *Store) RecordAgentReport(ctx context.Context, id string, r hub.AgentReport, at time.Time) error {
+// RecordAgentReports implements hub.AgentStore.
+func (s *Store) RecordAgentReports(ctx context.Context, reports map[string]hub.AgentReport) error {
+	if len(reports) == 0 {
+		return nil
+	}
+	ids := slices.Sorted(maps.Keys(reports))
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE agents SET online = 1, last_seen = MAX(COALESCE(last_seen, 0), ?), endpoint = ?, observed_generation = ?
-			WHERE id = ? AND revoked_at IS NULL`, nanos(at), r.Endpoint, int64(r.ObservedGeneration), id)
-		return err
+		st, err := tx.PrepareContext(ctx, `UPDATE agents SET online = 1, last_seen = MAX(COALESCE(last_seen, 0), ?), endpoint = ?, observed_generation = ?
+			WHERE id = ? AND revoked_at IS NULL`)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for _, id := range ids {
+			r := reports[id]
+			if _, err := st.ExecContext(ctx, nanos(r.At), r.Endpoint, int64(r.ObservedGeneration), id); err != nil {
+				return fmt.Errorf("agent %q: %w", id, err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("agent %q report: %w", id, err)
+		return fmt.Errorf("record %d agent reports: %w", len(reports), err)
 	}
 	return nil
 }

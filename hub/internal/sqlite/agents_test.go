@@ -120,7 +120,7 @@ func TestEnrollVerifyRevoke(t *testing.T) {
 	if err := st.SetAgentPresence(ctx, a.ID, true, &caps, t0); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.RecordAgentReport(ctx, a.ID, hub.AgentReport{ObservedGeneration: 7, Endpoint: "http://10.0.0.7:8000"}, t0.Add(time.Second)); err != nil {
+	if err := st.RecordAgentReports(ctx, map[string]hub.AgentReport{a.ID: {ObservedGeneration: 7, Endpoint: "http://10.0.0.7:8000", At: t0.Add(time.Second)}}); err != nil {
 		t.Fatal(err)
 	}
 	got, _ = st.GetAgent(ctx, a.ID)
@@ -155,7 +155,7 @@ func TestEnrollVerifyRevoke(t *testing.T) {
 		t.Errorf("second revoke: %+v, %v", r2, err)
 	}
 	_ = st.SetAgentPresence(ctx, a.ID, true, &caps, time.Now())
-	_ = st.RecordAgentReport(ctx, a.ID, hub.AgentReport{}, time.Now())
+	_ = st.RecordAgentReports(ctx, map[string]hub.AgentReport{a.ID: {At: time.Now()}})
 	if got, _ := st.GetAgent(ctx, a.ID); got.State != hub.AgentRevoked {
 		t.Errorf("presence after revoke: state %s", got.State)
 	}
