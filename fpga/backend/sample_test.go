@@ -3,7 +3,6 @@ package backend_test
 import (
 	"bytes"
 	"context"
-	"io/fs"
 	"math"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"github.com/atelier-ml/atelier/fpga/compiler"
 	"github.com/atelier-ml/atelier/fpga/emu"
 	"github.com/atelier-ml/atelier/scoring"
+	"github.com/atelier-ml/atelier/testbench/sample"
 )
 
 var (
@@ -30,30 +30,13 @@ var (
 func trainSample(t *testing.T) ([]byte, []byte) {
 	t.Helper()
 	sampleOnce.Do(func() {
-		src := filepath.Join("..", "..", "testbench", "sample", "train")
 		dir, err := os.MkdirTemp("", "atelier-fpga-sample-*")
 		if err != nil {
 			sampleErr = err
 			return
 		}
 		defer os.RemoveAll(dir)
-		err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(src, p)
-			if d.IsDir() {
-				if rel == "outputs" {
-					return filepath.SkipDir
-				}
-				return os.MkdirAll(filepath.Join(dir, rel), 0o755)
-			}
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(filepath.Join(dir, rel), b, 0o644)
-		})
+		err = sample.CopyProgram(dir)
 		if err != nil {
 			sampleErr = err
 			return

@@ -24,6 +24,7 @@ import (
 	"github.com/atelier-ml/atelier/hub/server"
 	"github.com/atelier-ml/atelier/scoring"
 	"github.com/atelier-ml/atelier/scoring/ort"
+	"github.com/atelier-ml/atelier/testbench/sample"
 )
 
 // scoreRows is how many held-out rows each request scores.
@@ -209,7 +210,9 @@ func waitServing(t *testing.T, bin, hubURL, ws, id string, v int, seenAfter time
 func trainTwo(t *testing.T, root string) [2]string {
 	t.Helper()
 	src := t.TempDir()
-	copyTree(t, filepath.Join(root, "testbench", "sample", "train"), src)
+	if err := sample.CopyProgram(src); err != nil {
+		t.Fatal(err)
+	}
 	build := exec.Command("go", "build", "-o", "train", ".")
 	build.Dir = src
 	build.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=")

@@ -6,6 +6,6 @@
 // that directory anywhere): it trains an MLP on the UCI handwritten digits,
 // prints ::param and ::metric lines and writes outputs/model.onnx and
 // outputs/heldout.csv. This package's test runs it for real and checks the
-// exported model with ONNX Runtime and package internal/onnx. It has no
-// non-test code.
+// exported model with ONNX Runtime and package internal/onnx. CopyProgram
+// gives other tests a fresh copy of the program to run.
 package sample

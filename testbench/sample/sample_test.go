@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"io/fs"
 	"math"
 	"os"
 	"os/exec"
@@ -21,35 +20,6 @@ import (
 	"github.com/atelier-ml/atelier/internal/onnx"
 	"github.com/atelier-ml/atelier/internal/ortlib"
 )
-
-// copyTree copies the program's directory as `run submit` snapshots it,
-// leaving out outputs/ from earlier local runs.
-func copyTree(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if rel == "outputs" {
-				return filepath.SkipDir
-			}
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 // readRows reads CSV rows of 64 pixels and a label.
 func readRows(t *testing.T, b []byte) (pixels []float32, labels []int64) {
@@ -81,7 +51,9 @@ func TestSampleTrainingProgram(t *testing.T) {
 		t.Fatalf("the go command is needed to run the sample: %v", err)
 	}
 	dir := t.TempDir()
-	copyTree(t, "train", dir)
+	if err := CopyProgram(dir); err != nil {
+		t.Fatal(err)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"io/fs"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/atelier-ml/atelier/scoring"
 	"github.com/atelier-ml/atelier/scoring/ort"
+	"github.com/atelier-ml/atelier/testbench/sample"
 )
 
 func TestReadRowsErrors(t *testing.T) {
@@ -63,24 +63,7 @@ func TestUsageErrors(t *testing.T) {
 // training program printed (same rows, same model).
 func TestAccuracyMatchesTraining(t *testing.T) {
 	dir := t.TempDir()
-	src := filepath.Join("..", "..", "sample", "train")
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if d.IsDir() {
-			if rel == "outputs" {
-				return filepath.SkipDir
-			}
-			return os.MkdirAll(filepath.Join(dir, rel), 0o755)
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dir, rel), b, 0o644)
-	})
+	err := sample.CopyProgram(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
