@@ -234,7 +234,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				start()
 			}
 		case <-hb.C:
-			a.report(ctx)
+			a.heartbeat(ctx)
 		case <-retry:
 			retry = nil
 			if running == nil && a.needsWork() {
@@ -552,6 +552,20 @@ func (a *Agent) report(ctx context.Context) {
 	if err := a.sess.PublishReported(ctx, a.Status()); err != nil && ctx.Err() == nil &&
 		!errors.Is(err, mqttsession.ErrNotConnected) {
 		a.log.Warn("publish reported state", "error", err)
+	}
+}
+
+// heartbeat republishes the current status at QoS 0 (see
+// mqttsession.Session.PublishHeartbeat).
+func (a *Agent) heartbeat(ctx context.Context) {
+	a.pubMu.Lock()
+	defer a.pubMu.Unlock()
+	if !a.sess.Connected() {
+		return
+	}
+	if err := a.sess.PublishHeartbeat(ctx, a.Status()); err != nil && ctx.Err() == nil &&
+		!errors.Is(err, mqttsession.ErrNotConnected) {
+		a.log.Warn("publish heartbeat", "error", err)
 	}
 }
 

@@ -19,6 +19,9 @@ type Store interface {
 	ModelStore
 	AgentStore
 	DeploymentStore
+	TelemetryStore
+	DriftStore
+	EventStore
 	// Close releases the store. No method may be called after Close.
 	Close() error
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,6 +35,10 @@ type Registry struct {
 	mu     sync.RWMutex
 	models map[string]*model
 	closed bool
+
+	loads   atomic.Uint64 // Version.id source
+	statsMu sync.Mutex
+	retired []*Version // the last maxRetired unloaded versions, for Stats
 }
 
 type model struct {
@@ -59,6 +64,7 @@ type Version struct {
 	Version  string
 	LoadedAt time.Time
 
+	id      uint64 // unique per load in this registry (VersionStats.ID)
 	runner  Runner
 	sig     Signature
 	b       *batcher
@@ -188,7 +194,7 @@ func (r *Registry) Load(ctx context.Context, name, version string, run Runner, o
 		return "", fmt.Errorf("load model %q version %q: warm-up: %w", name, version, err)
 	}
 	m := newVersionMetrics()
-	v := &Version{Model: name, Version: version, LoadedAt: time.Now(), runner: run, sig: sig, metrics: m, drained: make(chan struct{})}
+	v := &Version{Model: name, Version: version, LoadedAt: time.Now(), id: r.loads.Add(1), runner: run, sig: sig, metrics: m, drained: make(chan struct{})}
 	v.b = newBatcher(run, bc, m)
 
 	r.mu.Lock()
@@ -335,6 +341,7 @@ func (r *Registry) closeWhenDrained(vs []*Version) {
 
 func (r *Registry) closeVersion(v *Version) error {
 	v.b.close()
+	r.retire(v)
 	err := v.runner.Close()
 	r.log.Info("model unloaded", "model", v.Model, "version", v.Version)
 	if err != nil {

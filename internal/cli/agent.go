@@ -32,7 +32,7 @@ connections at once.`,
 	}
 	token := &cobra.Command{Use: "token", Short: "Create join tokens for enrolling agents"}
 	token.AddCommand(a.agentTokenCreateCmd())
-	cmd.AddCommand(token, a.agentListCmd(), a.agentShowCmd(), a.agentRevokeCmd())
+	cmd.AddCommand(token, a.agentListCmd(), a.agentShowCmd(), a.agentRevokeCmd(), a.agentMetricsCmd())
 	return cmd
 }
 

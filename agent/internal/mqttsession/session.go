@@ -290,6 +290,12 @@ func waitConn(ctx context.Context, tok mqtt.Token, timeout time.Duration, down <
 // publish sends msg with QoS 1 on the agent's leaf topic and waits for the
 // broker's acknowledgement.
 func (s *Session) publish(ctx context.Context, leaf string, msg proto.Message, retained bool) error {
+	return s.publishQoS(ctx, leaf, msg, 1, retained)
+}
+
+// publishQoS sends msg on the agent's leaf topic; with QoS 1 it waits for
+// the broker's acknowledgement, with QoS 0 until it is written out.
+func (s *Session) publishQoS(ctx context.Context, leaf string, msg proto.Message, qos byte, retained bool) error {
 	b, err := proto.Marshal(msg)
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", leaf, err)
@@ -298,7 +304,7 @@ func (s *Session) publish(ctx context.Context, leaf string, msg proto.Message, r
 	if c == nil {
 		return fmt.Errorf("publish %s: %w", leaf, ErrNotConnected)
 	}
-	if err := waitConn(ctx, c.Publish(s.topic(leaf), 1, retained, b), s.cfg.ConnectTimeout, down); err != nil {
+	if err := waitConn(ctx, c.Publish(s.topic(leaf), qos, retained, b), s.cfg.ConnectTimeout, down); err != nil {
 		if errors.Is(err, mqtt.ErrNotConnected) {
 			err = ErrNotConnected
 		}
@@ -310,6 +316,15 @@ func (s *Session) publish(ctx context.Context, leaf string, msg proto.Message, r
 // PublishReported publishes a ReportedState (QoS 1, not retained).
 func (s *Session) PublishReported(ctx context.Context, st *agentv1.ReportedState) error {
 	return s.publish(ctx, topics.Reported, st, false)
+}
+
+// PublishHeartbeat publishes a ReportedState that repeats what the hub was
+// already told, at QoS 0: a lost heartbeat costs nothing (the next one or
+// the next state change carries the same), and QoS 0 spares the broker
+// and the hub the acknowledgement round trip of each of a fleet's
+// heartbeats.
+func (s *Session) PublishHeartbeat(ctx context.Context, st *agentv1.ReportedState) error {
+	return s.publishQoS(ctx, topics.Reported, st, 0, false)
 }
 
 // dispatch routes every incoming message by topic.

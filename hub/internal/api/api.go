@@ -119,6 +119,10 @@ type Route struct {
 func (a *API) Routes() []Route { return a.routes() }
 
 func (a *API) routes() []Route {
+	return slices.Concat(a.coreRoutes(), a.telemetryRoutes(), a.driftRoutes(), a.eventRoutes())
+}
+
+func (a *API) coreRoutes() []Route {
 	const (
 		ws  = "/api/v1/workspaces"
 		one = ws + "/{ws}"

@@ -389,7 +389,7 @@ func TestRegistryAndConfig(t *testing.T) {
 		}
 	}
 	p := AgentPermissions("e-1")
-	want := "[atelier.v1.agents.e-1.reported atelier.v1.agents.e-1.presence atelier.v1.agents.e-1.telemetry atelier.v1.agents.e-1.chunks.request] [atelier.v1.agents.e-1.desired atelier.v1.agents.e-1.chunks.response]"
+	want := "[atelier.v1.agents.e-1.reported atelier.v1.agents.e-1.presence atelier.v1.agents.e-1.telemetry atelier.v1.agents.e-1.chunks.request] [atelier.v1.agents.e-1.desired atelier.v1.agents.e-1.chunks.response atelier.v1.agents.e-1.telemetry.ack]"
 	if got := fmt.Sprint(p.Publish.Allow, " ", p.Subscribe.Allow); got != want {
 		t.Errorf("AgentPermissions = %s\nwant %s", got, want)
 	}

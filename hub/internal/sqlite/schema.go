@@ -2,7 +2,7 @@ package sqlite
 
 // migrations are applied in order; migrations[i] takes the schema from
 // version i to i+1. Never edit an applied migration: append a new one.
-var migrations = []string{
+var migrations = append([]string{
 	`
 CREATE TABLE workspaces (
 	id          INTEGER PRIMARY KEY,
@@ -191,4 +191,4 @@ CREATE TABLE agent_desired (
 	digest     TEXT NOT NULL
 ) WITHOUT ROWID;
 `,
-}
+}, migTelemetry, migDrift, migEvents, migGuard)

@@ -35,6 +35,9 @@ const (
 	DeploymentStatus_STATE_LOADING     DeploymentStatus_State = 3
 	DeploymentStatus_STATE_SERVING     DeploymentStatus_State = 4
 	DeploymentStatus_STATE_FAILED      DeploymentStatus_State = 5
+	// The agent switched back to the previous version because a guard
+	// rule tripped during probation; error says which.
+	DeploymentStatus_STATE_ROLLED_BACK DeploymentStatus_State = 6
 )
 
 // Enum value maps for DeploymentStatus_State.
@@ -46,6 +49,7 @@ var (
 		3: "STATE_LOADING",
 		4: "STATE_SERVING",
 		5: "STATE_FAILED",
+		6: "STATE_ROLLED_BACK",
 	}
 	DeploymentStatus_State_value = map[string]int32{
 		"STATE_UNSPECIFIED": 0,
@@ -54,6 +58,7 @@ var (
 		"STATE_LOADING":     3,
 		"STATE_SERVING":     4,
 		"STATE_FAILED":      5,
+		"STATE_ROLLED_BACK": 6,
 	}
 )
 
@@ -81,7 +86,7 @@ func (x DeploymentStatus_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DeploymentStatus_State.Descriptor instead.
 func (DeploymentStatus_State) EnumDescriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{5, 0}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{7, 0}
 }
 
 type Presence_Status int32
@@ -130,7 +135,7 @@ func (x Presence_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Presence_Status.Descriptor instead.
 func (Presence_Status) EnumDescriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{8, 0}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{10, 0}
 }
 
 // DesiredState is the full set of deployments an agent must serve. The hub
@@ -201,9 +206,14 @@ func (x *DesiredState) GetTimeUnixNano() int64 {
 type DeploymentSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The deployment's name: the agent serves it at /v2/models/{name}.
-	Name          string          `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Model         *ModelRef       `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
-	Options       *RuntimeOptions `protobuf:"bytes,3,opt,name=options,proto3" json:"options,omitempty"`
+	Name    string          `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Model   *ModelRef       `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	Options *RuntimeOptions `protobuf:"bytes,3,opt,name=options,proto3" json:"options,omitempty"`
+	// Rules under which the agent rolls back to the version it served
+	// before, evaluated on its own telemetry; unset means none.
+	Guard *GuardRules `protobuf:"bytes,4,opt,name=guard,proto3" json:"guard,omitempty"`
+	// Input drift sketching and payload capture for this deployment.
+	Monitor       *MonitorOptions `protobuf:"bytes,5,opt,name=monitor,proto3" json:"monitor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -259,6 +269,157 @@ func (x *DeploymentSpec) GetOptions() *RuntimeOptions {
 	return nil
 }
 
+func (x *DeploymentSpec) GetGuard() *GuardRules {
+	if x != nil {
+		return x.Guard
+	}
+	return nil
+}
+
+func (x *DeploymentSpec) GetMonitor() *MonitorOptions {
+	if x != nil {
+		return x.Monitor
+	}
+	return nil
+}
+
+// GuardRules make an agent roll a deployment back by itself. During the
+// probation after it switches to a new version, the agent evaluates
+// rollback_if on the new version's own requests; if it holds, the agent
+// switches back to the version it served before, reports
+// STATE_ROLLED_BACK with the reason and does not retry that version until
+// the desired state names another one.
+type GuardRules struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An expression such as "error_rate > 0.05 or latency_p99 > 50ms" (the
+	// grammar is in docs/deployments.md).
+	RollbackIf       string `protobuf:"bytes,1,opt,name=rollback_if,json=rollbackIf,proto3" json:"rollback_if,omitempty"`
+	ProbationSeconds uint32 `protobuf:"varint,2,opt,name=probation_seconds,json=probationSeconds,proto3" json:"probation_seconds,omitempty"`
+	// Requests the new version must have answered before rules are
+	// evaluated (0 takes the agent's default).
+	MinRequests   uint32 `protobuf:"varint,3,opt,name=min_requests,json=minRequests,proto3" json:"min_requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GuardRules) Reset() {
+	*x = GuardRules{}
+	mi := &file_agent_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GuardRules) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GuardRules) ProtoMessage() {}
+
+func (x *GuardRules) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GuardRules.ProtoReflect.Descriptor instead.
+func (*GuardRules) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GuardRules) GetRollbackIf() string {
+	if x != nil {
+		return x.RollbackIf
+	}
+	return ""
+}
+
+func (x *GuardRules) GetProbationSeconds() uint32 {
+	if x != nil {
+		return x.ProbationSeconds
+	}
+	return 0
+}
+
+func (x *GuardRules) GetMinRequests() uint32 {
+	if x != nil {
+		return x.MinRequests
+	}
+	return 0
+}
+
+// MonitorOptions say what an agent records of a deployment's inputs.
+type MonitorOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Summarize each input feature (running moments and a sketch) for drift.
+	// On by default; disable_features turns it off.
+	DisableFeatures bool `protobuf:"varint,1,opt,name=disable_features,json=disableFeatures,proto3" json:"disable_features,omitempty"`
+	// The first max_features elements of each sample are summarized (0 takes
+	// the agent's default, 256).
+	MaxFeatures uint32 `protobuf:"varint,2,opt,name=max_features,json=maxFeatures,proto3" json:"max_features,omitempty"`
+	// Fraction of requests whose inputs are captured and uploaded, in
+	// [0, 1]; 0 (the default) captures nothing.
+	CaptureFraction float64 `protobuf:"fixed64,3,opt,name=capture_fraction,json=captureFraction,proto3" json:"capture_fraction,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MonitorOptions) Reset() {
+	*x = MonitorOptions{}
+	mi := &file_agent_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MonitorOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MonitorOptions) ProtoMessage() {}
+
+func (x *MonitorOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MonitorOptions.ProtoReflect.Descriptor instead.
+func (*MonitorOptions) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MonitorOptions) GetDisableFeatures() bool {
+	if x != nil {
+		return x.DisableFeatures
+	}
+	return false
+}
+
+func (x *MonitorOptions) GetMaxFeatures() uint32 {
+	if x != nil {
+		return x.MaxFeatures
+	}
+	return 0
+}
+
+func (x *MonitorOptions) GetCaptureFraction() float64 {
+	if x != nil {
+		return x.CaptureFraction
+	}
+	return 0
+}
+
 // ModelRef identifies a registered model version and its content.
 type ModelRef struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -279,7 +440,7 @@ type ModelRef struct {
 
 func (x *ModelRef) Reset() {
 	*x = ModelRef{}
-	mi := &file_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -291,7 +452,7 @@ func (x *ModelRef) String() string {
 func (*ModelRef) ProtoMessage() {}
 
 func (x *ModelRef) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -304,7 +465,7 @@ func (x *ModelRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelRef.ProtoReflect.Descriptor instead.
 func (*ModelRef) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ModelRef) GetName() string {
@@ -363,7 +524,7 @@ type RuntimeOptions struct {
 
 func (x *RuntimeOptions) Reset() {
 	*x = RuntimeOptions{}
-	mi := &file_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +536,7 @@ func (x *RuntimeOptions) String() string {
 func (*RuntimeOptions) ProtoMessage() {}
 
 func (x *RuntimeOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +549,7 @@ func (x *RuntimeOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuntimeOptions.ProtoReflect.Descriptor instead.
 func (*RuntimeOptions) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RuntimeOptions) GetMaxBatchSize() uint32 {
@@ -436,7 +597,7 @@ type ReportedState struct {
 
 func (x *ReportedState) Reset() {
 	*x = ReportedState{}
-	mi := &file_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +609,7 @@ func (x *ReportedState) String() string {
 func (*ReportedState) ProtoMessage() {}
 
 func (x *ReportedState) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +622,7 @@ func (x *ReportedState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportedState.ProtoReflect.Descriptor instead.
 func (*ReportedState) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReportedState) GetObservedGeneration() uint64 {
@@ -504,14 +665,20 @@ type DeploymentStatus struct {
 	// Why the last attempt failed, when state is STATE_FAILED.
 	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
 	// Bytes of the model received so far, while downloading.
-	Downloaded    uint64 `protobuf:"varint,6,opt,name=downloaded,proto3" json:"downloaded,omitempty"`
+	Downloaded uint64 `protobuf:"varint,6,opt,name=downloaded,proto3" json:"downloaded,omitempty"`
+	// With STATE_ROLLED_BACK: the version (and digest) that was rolled back.
+	RolledBackVersion uint32 `protobuf:"varint,7,opt,name=rolled_back_version,json=rolledBackVersion,proto3" json:"rolled_back_version,omitempty"`
+	RolledBackSha256  string `protobuf:"bytes,8,opt,name=rolled_back_sha256,json=rolledBackSha256,proto3" json:"rolled_back_sha256,omitempty"`
+	// Where requests run: "cpu" or "fpga" (and "cpu-fallback" while an FPGA
+	// agent scores on the CPU because its device is down).
+	Backend       string `protobuf:"bytes,9,opt,name=backend,proto3" json:"backend,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeploymentStatus) Reset() {
 	*x = DeploymentStatus{}
-	mi := &file_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +690,7 @@ func (x *DeploymentStatus) String() string {
 func (*DeploymentStatus) ProtoMessage() {}
 
 func (x *DeploymentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +703,7 @@ func (x *DeploymentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentStatus.ProtoReflect.Descriptor instead.
 func (*DeploymentStatus) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeploymentStatus) GetName() string {
@@ -581,6 +748,27 @@ func (x *DeploymentStatus) GetDownloaded() uint64 {
 	return 0
 }
 
+func (x *DeploymentStatus) GetRolledBackVersion() uint32 {
+	if x != nil {
+		return x.RolledBackVersion
+	}
+	return 0
+}
+
+func (x *DeploymentStatus) GetRolledBackSha256() string {
+	if x != nil {
+		return x.RolledBackSha256
+	}
+	return ""
+}
+
+func (x *DeploymentStatus) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
 // ChunkRequest asks the hub for part of a model blob. The agent publishes
 // it on atelier/v1/agents/{agent}/chunks/request.
 type ChunkRequest struct {
@@ -597,7 +785,7 @@ type ChunkRequest struct {
 
 func (x *ChunkRequest) Reset() {
 	*x = ChunkRequest{}
-	mi := &file_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +797,7 @@ func (x *ChunkRequest) String() string {
 func (*ChunkRequest) ProtoMessage() {}
 
 func (x *ChunkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +810,7 @@ func (x *ChunkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkRequest.ProtoReflect.Descriptor instead.
 func (*ChunkRequest) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ChunkRequest) GetCorrelationId() string {
@@ -670,7 +858,7 @@ type ChunkResponse struct {
 
 func (x *ChunkResponse) Reset() {
 	*x = ChunkResponse{}
-	mi := &file_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +870,7 @@ func (x *ChunkResponse) String() string {
 func (*ChunkResponse) ProtoMessage() {}
 
 func (x *ChunkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +883,7 @@ func (x *ChunkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChunkResponse.ProtoReflect.Descriptor instead.
 func (*ChunkResponse) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ChunkResponse) GetCorrelationId() string {
@@ -750,7 +938,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +950,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +963,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Presence) GetStatus() Presence_Status {
@@ -824,7 +1012,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +1024,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +1037,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Capabilities) GetKind() string {
@@ -923,7 +1111,7 @@ type FPGADevice struct {
 
 func (x *FPGADevice) Reset() {
 	*x = FPGADevice{}
-	mi := &file_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1123,7 @@ func (x *FPGADevice) String() string {
 func (*FPGADevice) ProtoMessage() {}
 
 func (x *FPGADevice) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1136,7 @@ func (x *FPGADevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FPGADevice.ProtoReflect.Descriptor instead.
 func (*FPGADevice) Descriptor() ([]byte, []int) {
-	return file_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FPGADevice) GetName() string {
@@ -993,6 +1181,791 @@ func (x *FPGADevice) GetFirmware() string {
 	return ""
 }
 
+// TelemetryUpload is what an agent publishes (QoS 1) on
+// atelier/v1/agents/{agent}/telemetry: one or more batches from its spool,
+// consecutive and in sequence order. The hub stores the whole upload in
+// one transaction, ignoring batches whose (agent, seq) it already has, and
+// then answers with a TelemetryAck.
+type TelemetryUpload struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Batches       []*TelemetryBatch      `protobuf:"bytes,1,rep,name=batches,proto3" json:"batches,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TelemetryUpload) Reset() {
+	*x = TelemetryUpload{}
+	mi := &file_agent_v1_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TelemetryUpload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TelemetryUpload) ProtoMessage() {}
+
+func (x *TelemetryUpload) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TelemetryUpload.ProtoReflect.Descriptor instead.
+func (*TelemetryUpload) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TelemetryUpload) GetBatches() []*TelemetryBatch {
+	if x != nil {
+		return x.Batches
+	}
+	return nil
+}
+
+// TelemetryAck is published by the hub (QoS 1) on
+// atelier/v1/agents/{agent}/telemetry/ack once an upload is durably
+// stored: every batch of that upload, whose last seq is through_seq, is
+// stored (or was already). The agent then acknowledges its spool through
+// that seq.
+type TelemetryAck struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ThroughSeq uint64                 `protobuf:"varint,1,opt,name=through_seq,json=throughSeq,proto3" json:"through_seq,omitempty"`
+	// Set when the upload was refused as a whole (undecodable, too large);
+	// the agent drops those batches, counts them and logs the reason.
+	Error         string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TelemetryAck) Reset() {
+	*x = TelemetryAck{}
+	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TelemetryAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TelemetryAck) ProtoMessage() {}
+
+func (x *TelemetryAck) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TelemetryAck.ProtoReflect.Descriptor instead.
+func (*TelemetryAck) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TelemetryAck) GetThroughSeq() uint64 {
+	if x != nil {
+		return x.ThroughSeq
+	}
+	return 0
+}
+
+func (x *TelemetryAck) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// TelemetryBatch is what an agent measured in one interval.
+type TelemetryBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Per-agent sequence number from the agent's spool: starts at 1, grows by
+	// one per batch; gaps mean dropped batches. The hub deduplicates by
+	// (agent, seq).
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The interval measured, [start, end).
+	StartUnixNano int64                  `protobuf:"varint,2,opt,name=start_unix_nano,json=startUnixNano,proto3" json:"start_unix_nano,omitempty"`
+	EndUnixNano   int64                  `protobuf:"varint,3,opt,name=end_unix_nano,json=endUnixNano,proto3" json:"end_unix_nano,omitempty"`
+	Deployments   []*DeploymentTelemetry `protobuf:"bytes,4,rep,name=deployments,proto3" json:"deployments,omitempty"`
+	Agent         *AgentTelemetry        `protobuf:"bytes,5,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Batches the agent's spool has dropped since its data directory was
+	// created (limits exceeded or damage); never decreases.
+	DroppedBatches uint64        `protobuf:"varint,6,opt,name=dropped_batches,json=droppedBatches,proto3" json:"dropped_batches,omitempty"`
+	Events         []*AgentEvent `protobuf:"bytes,7,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *TelemetryBatch) Reset() {
+	*x = TelemetryBatch{}
+	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TelemetryBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TelemetryBatch) ProtoMessage() {}
+
+func (x *TelemetryBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TelemetryBatch.ProtoReflect.Descriptor instead.
+func (*TelemetryBatch) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TelemetryBatch) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *TelemetryBatch) GetStartUnixNano() int64 {
+	if x != nil {
+		return x.StartUnixNano
+	}
+	return 0
+}
+
+func (x *TelemetryBatch) GetEndUnixNano() int64 {
+	if x != nil {
+		return x.EndUnixNano
+	}
+	return 0
+}
+
+func (x *TelemetryBatch) GetDeployments() []*DeploymentTelemetry {
+	if x != nil {
+		return x.Deployments
+	}
+	return nil
+}
+
+func (x *TelemetryBatch) GetAgent() *AgentTelemetry {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *TelemetryBatch) GetDroppedBatches() uint64 {
+	if x != nil {
+		return x.DroppedBatches
+	}
+	return 0
+}
+
+func (x *TelemetryBatch) GetEvents() []*AgentEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// DeploymentTelemetry is one deployment's requests in a batch's interval
+// (deltas, not running totals), for the model version that answered them.
+// A deployment that changed version within the interval has one entry per
+// version.
+type DeploymentTelemetry struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ModelVersion uint32                 `protobuf:"varint,2,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	ModelSha256  string                 `protobuf:"bytes,3,opt,name=model_sha256,json=modelSha256,proto3" json:"model_sha256,omitempty"`
+	// Requests by outcome: "ok", "invalid", "queue_full", "unavailable",
+	// "timeout", "canceled", "error".
+	Requests       map[string]uint64 `protobuf:"bytes,4,rep,name=requests,proto3" json:"requests,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	QueueSeconds   *Histogram        `protobuf:"bytes,5,opt,name=queue_seconds,json=queueSeconds,proto3" json:"queue_seconds,omitempty"`
+	ComputeSeconds *Histogram        `protobuf:"bytes,6,opt,name=compute_seconds,json=computeSeconds,proto3" json:"compute_seconds,omitempty"`
+	RequestSeconds *Histogram        `protobuf:"bytes,7,opt,name=request_seconds,json=requestSeconds,proto3" json:"request_seconds,omitempty"`
+	BatchSize      *Histogram        `protobuf:"bytes,8,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
+	Features       []*FeatureSummary `protobuf:"bytes,9,rep,name=features,proto3" json:"features,omitempty"`
+	// "cpu", "fpga" or "cpu-fallback".
+	Backend      string `protobuf:"bytes,10,opt,name=backend,proto3" json:"backend,omitempty"`
+	DeviceFaults uint64 `protobuf:"varint,11,opt,name=device_faults,json=deviceFaults,proto3" json:"device_faults,omitempty"`
+	CpuFallbacks uint64 `protobuf:"varint,12,opt,name=cpu_fallbacks,json=cpuFallbacks,proto3" json:"cpu_fallbacks,omitempty"`
+	// Captured inputs (MonitorOptions.capture_fraction), each one request's
+	// inputs as a KServe v2 JSON request body.
+	Captured      [][]byte `protobuf:"bytes,13,rep,name=captured,proto3" json:"captured,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeploymentTelemetry) Reset() {
+	*x = DeploymentTelemetry{}
+	mi := &file_agent_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeploymentTelemetry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeploymentTelemetry) ProtoMessage() {}
+
+func (x *DeploymentTelemetry) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeploymentTelemetry.ProtoReflect.Descriptor instead.
+func (*DeploymentTelemetry) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DeploymentTelemetry) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeploymentTelemetry) GetModelVersion() uint32 {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return 0
+}
+
+func (x *DeploymentTelemetry) GetModelSha256() string {
+	if x != nil {
+		return x.ModelSha256
+	}
+	return ""
+}
+
+func (x *DeploymentTelemetry) GetRequests() map[string]uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+func (x *DeploymentTelemetry) GetQueueSeconds() *Histogram {
+	if x != nil {
+		return x.QueueSeconds
+	}
+	return nil
+}
+
+func (x *DeploymentTelemetry) GetComputeSeconds() *Histogram {
+	if x != nil {
+		return x.ComputeSeconds
+	}
+	return nil
+}
+
+func (x *DeploymentTelemetry) GetRequestSeconds() *Histogram {
+	if x != nil {
+		return x.RequestSeconds
+	}
+	return nil
+}
+
+func (x *DeploymentTelemetry) GetBatchSize() *Histogram {
+	if x != nil {
+		return x.BatchSize
+	}
+	return nil
+}
+
+func (x *DeploymentTelemetry) GetFeatures() []*FeatureSummary {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+func (x *DeploymentTelemetry) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *DeploymentTelemetry) GetDeviceFaults() uint64 {
+	if x != nil {
+		return x.DeviceFaults
+	}
+	return 0
+}
+
+func (x *DeploymentTelemetry) GetCpuFallbacks() uint64 {
+	if x != nil {
+		return x.CpuFallbacks
+	}
+	return 0
+}
+
+func (x *DeploymentTelemetry) GetCaptured() [][]byte {
+	if x != nil {
+		return x.Captured
+	}
+	return nil
+}
+
+// Histogram is a fixed-bucket histogram delta. counts has len(bounds)+1
+// entries, the last for values above every bound; counts are per bucket,
+// not cumulative.
+type Histogram struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bounds        []float64              `protobuf:"fixed64,1,rep,packed,name=bounds,proto3" json:"bounds,omitempty"`
+	Counts        []uint64               `protobuf:"varint,2,rep,packed,name=counts,proto3" json:"counts,omitempty"`
+	Sum           float64                `protobuf:"fixed64,3,opt,name=sum,proto3" json:"sum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Histogram) Reset() {
+	*x = Histogram{}
+	mi := &file_agent_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Histogram) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Histogram) ProtoMessage() {}
+
+func (x *Histogram) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Histogram.ProtoReflect.Descriptor instead.
+func (*Histogram) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Histogram) GetBounds() []float64 {
+	if x != nil {
+		return x.Bounds
+	}
+	return nil
+}
+
+func (x *Histogram) GetCounts() []uint64 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *Histogram) GetSum() float64 {
+	if x != nil {
+		return x.Sum
+	}
+	return 0
+}
+
+// FeatureSummary summarizes one input feature over a batch's interval:
+// element index of input (row-major, batch dimension excluded).
+type FeatureSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Input string                 `protobuf:"bytes,1,opt,name=input,proto3" json:"input,omitempty"`
+	Index uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Count uint64                 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	Mean  float64                `protobuf:"fixed64,4,opt,name=mean,proto3" json:"mean,omitempty"`
+	// Sum of squared deviations from the mean (variance = m2 / count).
+	M2  float64 `protobuf:"fixed64,5,opt,name=m2,proto3" json:"m2,omitempty"`
+	Min float64 `protobuf:"fixed64,6,opt,name=min,proto3" json:"min,omitempty"`
+	Max float64 `protobuf:"fixed64,7,opt,name=max,proto3" json:"max,omitempty"`
+	// NaN values, not counted in the above.
+	NanCount      uint64  `protobuf:"varint,8,opt,name=nan_count,json=nanCount,proto3" json:"nan_count,omitempty"`
+	Sketch        *Sketch `protobuf:"bytes,9,opt,name=sketch,proto3" json:"sketch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FeatureSummary) Reset() {
+	*x = FeatureSummary{}
+	mi := &file_agent_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeatureSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeatureSummary) ProtoMessage() {}
+
+func (x *FeatureSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeatureSummary.ProtoReflect.Descriptor instead.
+func (*FeatureSummary) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *FeatureSummary) GetInput() string {
+	if x != nil {
+		return x.Input
+	}
+	return ""
+}
+
+func (x *FeatureSummary) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *FeatureSummary) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *FeatureSummary) GetMean() float64 {
+	if x != nil {
+		return x.Mean
+	}
+	return 0
+}
+
+func (x *FeatureSummary) GetM2() float64 {
+	if x != nil {
+		return x.M2
+	}
+	return 0
+}
+
+func (x *FeatureSummary) GetMin() float64 {
+	if x != nil {
+		return x.Min
+	}
+	return 0
+}
+
+func (x *FeatureSummary) GetMax() float64 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *FeatureSummary) GetNanCount() uint64 {
+	if x != nil {
+		return x.NanCount
+	}
+	return 0
+}
+
+func (x *FeatureSummary) GetSketch() *Sketch {
+	if x != nil {
+		return x.Sketch
+	}
+	return nil
+}
+
+// Sketch is a log-bucketed histogram of values with a bounded relative
+// error (internal/sketch): bucket keys ascending, counts parallel.
+type Sketch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []int32                `protobuf:"zigzag32,1,rep,packed,name=keys,proto3" json:"keys,omitempty"`
+	Counts        []uint64               `protobuf:"varint,2,rep,packed,name=counts,proto3" json:"counts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Sketch) Reset() {
+	*x = Sketch{}
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sketch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sketch) ProtoMessage() {}
+
+func (x *Sketch) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sketch.ProtoReflect.Descriptor instead.
+func (*Sketch) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Sketch) GetKeys() []int32 {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *Sketch) GetCounts() []uint64 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+// AgentTelemetry is the agent's host and process over the interval.
+type AgentTelemetry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CPU seconds the agent process used in the interval.
+	ProcessCpuSeconds float64 `protobuf:"fixed64,1,opt,name=process_cpu_seconds,json=processCpuSeconds,proto3" json:"process_cpu_seconds,omitempty"`
+	ProcessRssBytes   uint64  `protobuf:"varint,2,opt,name=process_rss_bytes,json=processRssBytes,proto3" json:"process_rss_bytes,omitempty"`
+	// Busy fraction of all host CPUs over the interval, 0..1.
+	HostCpuUtilization       float64 `protobuf:"fixed64,3,opt,name=host_cpu_utilization,json=hostCpuUtilization,proto3" json:"host_cpu_utilization,omitempty"`
+	HostMemoryTotalBytes     uint64  `protobuf:"varint,4,opt,name=host_memory_total_bytes,json=hostMemoryTotalBytes,proto3" json:"host_memory_total_bytes,omitempty"`
+	HostMemoryAvailableBytes uint64  `protobuf:"varint,5,opt,name=host_memory_available_bytes,json=hostMemoryAvailableBytes,proto3" json:"host_memory_available_bytes,omitempty"`
+	// The file system holding the agent's data directory.
+	DiskTotalBytes  uint64 `protobuf:"varint,6,opt,name=disk_total_bytes,json=diskTotalBytes,proto3" json:"disk_total_bytes,omitempty"`
+	DiskFreeBytes   uint64 `protobuf:"varint,7,opt,name=disk_free_bytes,json=diskFreeBytes,proto3" json:"disk_free_bytes,omitempty"`
+	UptimeSeconds   uint64 `protobuf:"varint,8,opt,name=uptime_seconds,json=uptimeSeconds,proto3" json:"uptime_seconds,omitempty"`
+	ModelCacheBytes uint64 `protobuf:"varint,9,opt,name=model_cache_bytes,json=modelCacheBytes,proto3" json:"model_cache_bytes,omitempty"`
+	// Batches in the spool not yet acknowledged when this one was made.
+	SpoolPendingBatches uint64 `protobuf:"varint,10,opt,name=spool_pending_batches,json=spoolPendingBatches,proto3" json:"spool_pending_batches,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *AgentTelemetry) Reset() {
+	*x = AgentTelemetry{}
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentTelemetry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentTelemetry) ProtoMessage() {}
+
+func (x *AgentTelemetry) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentTelemetry.ProtoReflect.Descriptor instead.
+func (*AgentTelemetry) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AgentTelemetry) GetProcessCpuSeconds() float64 {
+	if x != nil {
+		return x.ProcessCpuSeconds
+	}
+	return 0
+}
+
+func (x *AgentTelemetry) GetProcessRssBytes() uint64 {
+	if x != nil {
+		return x.ProcessRssBytes
+	}
+	return 0
+}
+
+func (x *AgentTelemetry) GetHostCpuUtilization() float64 {
+	if x != nil {
+		return x.HostCpuUtilization
+	}
+	return 0
+}
+
+func (x *AgentTelemetry) GetHostMemoryTotalBytes() uint64 {
+	if x != nil {
+		return x.HostMemoryTotalBytes
+	}
+	return 0
+}
+
+func (x *AgentTelemetry) GetHostMemoryAvailableBytes() uint64 {
+	if x != nil {
+		return x.HostMemoryAvailableBytes
+	}
+	return 0
+}
+
+func (x *AgentTelemetry) GetDiskTotalBytes() uint64 {
+	if x != nil {
+		return x.DiskTotalBytes
+	}
+	return 0
+}
+
+func (x *AgentTelemetry) GetDiskFreeBytes() uint64 {
+	if x != nil {
+		return x.DiskFreeBytes
+	}
+	return 0
+}
+
+func (x *AgentTelemetry) GetUptimeSeconds() uint64 {
+	if x != nil {
+		return x.UptimeSeconds
+	}
+	return 0
+}
+
+func (x *AgentTelemetry) GetModelCacheBytes() uint64 {
+	if x != nil {
+		return x.ModelCacheBytes
+	}
+	return 0
+}
+
+func (x *AgentTelemetry) GetSpoolPendingBatches() uint64 {
+	if x != nil {
+		return x.SpoolPendingBatches
+	}
+	return 0
+}
+
+// AgentEvent is something that happened on the agent that the hub should
+// record as an event.
+type AgentEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "rollback", "device_fault", "device_recovered", "cpu_fallback".
+	Kind          string            `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Deployment    string            `protobuf:"bytes,2,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	Message       string            `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	TimeUnixNano  int64             `protobuf:"varint,4,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	Attrs         map[string]string `protobuf:"bytes,5,rep,name=attrs,proto3" json:"attrs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentEvent) Reset() {
+	*x = AgentEvent{}
+	mi := &file_agent_v1_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentEvent) ProtoMessage() {}
+
+func (x *AgentEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentEvent.ProtoReflect.Descriptor instead.
+func (*AgentEvent) Descriptor() ([]byte, []int) {
+	return file_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *AgentEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AgentEvent) GetDeployment() string {
+	if x != nil {
+		return x.Deployment
+	}
+	return ""
+}
+
+func (x *AgentEvent) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *AgentEvent) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *AgentEvent) GetAttrs() map[string]string {
+	if x != nil {
+		return x.Attrs
+	}
+	return nil
+}
+
 var File_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_v1_agent_proto_rawDesc = "" +
@@ -1003,11 +1976,23 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12B\n" +
 	"\vdeployments\x18\x02 \x03(\v2 .atelier.agent.v1.DeploymentSpecR\vdeployments\x12$\n" +
-	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\"\x92\x01\n" +
+	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\"\x82\x02\n" +
 	"\x0eDeploymentSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\x05model\x18\x02 \x01(\v2\x1a.atelier.agent.v1.ModelRefR\x05model\x12:\n" +
-	"\aoptions\x18\x03 \x01(\v2 .atelier.agent.v1.RuntimeOptionsR\aoptions\"\xa6\x01\n" +
+	"\aoptions\x18\x03 \x01(\v2 .atelier.agent.v1.RuntimeOptionsR\aoptions\x122\n" +
+	"\x05guard\x18\x04 \x01(\v2\x1c.atelier.agent.v1.GuardRulesR\x05guard\x12:\n" +
+	"\amonitor\x18\x05 \x01(\v2 .atelier.agent.v1.MonitorOptionsR\amonitor\"}\n" +
+	"\n" +
+	"GuardRules\x12\x1f\n" +
+	"\vrollback_if\x18\x01 \x01(\tR\n" +
+	"rollbackIf\x12+\n" +
+	"\x11probation_seconds\x18\x02 \x01(\rR\x10probationSeconds\x12!\n" +
+	"\fmin_requests\x18\x03 \x01(\rR\vminRequests\"\x89\x01\n" +
+	"\x0eMonitorOptions\x12)\n" +
+	"\x10disable_features\x18\x01 \x01(\bR\x0fdisableFeatures\x12!\n" +
+	"\fmax_features\x18\x02 \x01(\rR\vmaxFeatures\x12)\n" +
+	"\x10capture_fraction\x18\x03 \x01(\x01R\x0fcaptureFraction\"\xa6\x01\n" +
 	"\bModelRef\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x12\x16\n" +
@@ -1025,7 +2010,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x13observed_generation\x18\x01 \x01(\x04R\x12observedGeneration\x12D\n" +
 	"\vdeployments\x18\x02 \x03(\v2\".atelier.agent.v1.DeploymentStatusR\vdeployments\x12$\n" +
 	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\x12\x1a\n" +
-	"\bendpoint\x18\x04 \x01(\tR\bendpoint\"\xe7\x02\n" +
+	"\bendpoint\x18\x04 \x01(\tR\bendpoint\"\xf6\x03\n" +
 	"\x10DeploymentStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
 	"\x05state\x18\x02 \x01(\x0e2(.atelier.agent.v1.DeploymentStatus.StateR\x05state\x12#\n" +
@@ -1034,14 +2019,18 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1e\n" +
 	"\n" +
 	"downloaded\x18\x06 \x01(\x04R\n" +
-	"downloaded\"\x80\x01\n" +
+	"downloaded\x12.\n" +
+	"\x13rolled_back_version\x18\a \x01(\rR\x11rolledBackVersion\x12,\n" +
+	"\x12rolled_back_sha256\x18\b \x01(\tR\x10rolledBackSha256\x12\x18\n" +
+	"\abackend\x18\t \x01(\tR\abackend\"\x97\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTATE_PENDING\x10\x01\x12\x15\n" +
 	"\x11STATE_DOWNLOADING\x10\x02\x12\x11\n" +
 	"\rSTATE_LOADING\x10\x03\x12\x11\n" +
 	"\rSTATE_SERVING\x10\x04\x12\x10\n" +
-	"\fSTATE_FAILED\x10\x05\"y\n" +
+	"\fSTATE_FAILED\x10\x05\x12\x15\n" +
+	"\x11STATE_ROLLED_BACK\x10\x06\"y\n" +
 	"\fChunkRequest\x12%\n" +
 	"\x0ecorrelation_id\x18\x01 \x01(\tR\rcorrelationId\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x14\n" +
@@ -1080,7 +2069,82 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"array_cols\x18\x03 \x01(\rR\tarrayCols\x12\x1b\n" +
 	"\tclock_mhz\x18\x04 \x01(\rR\bclockMhz\x12!\n" +
 	"\fmemory_bytes\x18\x05 \x01(\x04R\vmemoryBytes\x12\x1a\n" +
-	"\bfirmware\x18\x06 \x01(\tR\bfirmwareB6Z4github.com/atelier-ml/atelier/proto/agent/v1;agentv1b\x06proto3"
+	"\bfirmware\x18\x06 \x01(\tR\bfirmware\"M\n" +
+	"\x0fTelemetryUpload\x12:\n" +
+	"\abatches\x18\x01 \x03(\v2 .atelier.agent.v1.TelemetryBatchR\abatches\"E\n" +
+	"\fTelemetryAck\x12\x1f\n" +
+	"\vthrough_seq\x18\x01 \x01(\x04R\n" +
+	"throughSeq\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xce\x02\n" +
+	"\x0eTelemetryBatch\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12&\n" +
+	"\x0fstart_unix_nano\x18\x02 \x01(\x03R\rstartUnixNano\x12\"\n" +
+	"\rend_unix_nano\x18\x03 \x01(\x03R\vendUnixNano\x12G\n" +
+	"\vdeployments\x18\x04 \x03(\v2%.atelier.agent.v1.DeploymentTelemetryR\vdeployments\x126\n" +
+	"\x05agent\x18\x05 \x01(\v2 .atelier.agent.v1.AgentTelemetryR\x05agent\x12'\n" +
+	"\x0fdropped_batches\x18\x06 \x01(\x04R\x0edroppedBatches\x124\n" +
+	"\x06events\x18\a \x03(\v2\x1c.atelier.agent.v1.AgentEventR\x06events\"\xc7\x05\n" +
+	"\x13DeploymentTelemetry\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\rmodel_version\x18\x02 \x01(\rR\fmodelVersion\x12!\n" +
+	"\fmodel_sha256\x18\x03 \x01(\tR\vmodelSha256\x12O\n" +
+	"\brequests\x18\x04 \x03(\v23.atelier.agent.v1.DeploymentTelemetry.RequestsEntryR\brequests\x12@\n" +
+	"\rqueue_seconds\x18\x05 \x01(\v2\x1b.atelier.agent.v1.HistogramR\fqueueSeconds\x12D\n" +
+	"\x0fcompute_seconds\x18\x06 \x01(\v2\x1b.atelier.agent.v1.HistogramR\x0ecomputeSeconds\x12D\n" +
+	"\x0frequest_seconds\x18\a \x01(\v2\x1b.atelier.agent.v1.HistogramR\x0erequestSeconds\x12:\n" +
+	"\n" +
+	"batch_size\x18\b \x01(\v2\x1b.atelier.agent.v1.HistogramR\tbatchSize\x12<\n" +
+	"\bfeatures\x18\t \x03(\v2 .atelier.agent.v1.FeatureSummaryR\bfeatures\x12\x18\n" +
+	"\abackend\x18\n" +
+	" \x01(\tR\abackend\x12#\n" +
+	"\rdevice_faults\x18\v \x01(\x04R\fdeviceFaults\x12#\n" +
+	"\rcpu_fallbacks\x18\f \x01(\x04R\fcpuFallbacks\x12\x1a\n" +
+	"\bcaptured\x18\r \x03(\fR\bcaptured\x1a;\n" +
+	"\rRequestsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"M\n" +
+	"\tHistogram\x12\x16\n" +
+	"\x06bounds\x18\x01 \x03(\x01R\x06bounds\x12\x16\n" +
+	"\x06counts\x18\x02 \x03(\x04R\x06counts\x12\x10\n" +
+	"\x03sum\x18\x03 \x01(\x01R\x03sum\"\xe9\x01\n" +
+	"\x0eFeatureSummary\x12\x14\n" +
+	"\x05input\x18\x01 \x01(\tR\x05input\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x04R\x05count\x12\x12\n" +
+	"\x04mean\x18\x04 \x01(\x01R\x04mean\x12\x0e\n" +
+	"\x02m2\x18\x05 \x01(\x01R\x02m2\x12\x10\n" +
+	"\x03min\x18\x06 \x01(\x01R\x03min\x12\x10\n" +
+	"\x03max\x18\a \x01(\x01R\x03max\x12\x1b\n" +
+	"\tnan_count\x18\b \x01(\x04R\bnanCount\x120\n" +
+	"\x06sketch\x18\t \x01(\v2\x18.atelier.agent.v1.SketchR\x06sketch\"4\n" +
+	"\x06Sketch\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\x11R\x04keys\x12\x16\n" +
+	"\x06counts\x18\x02 \x03(\x04R\x06counts\"\xed\x03\n" +
+	"\x0eAgentTelemetry\x12.\n" +
+	"\x13process_cpu_seconds\x18\x01 \x01(\x01R\x11processCpuSeconds\x12*\n" +
+	"\x11process_rss_bytes\x18\x02 \x01(\x04R\x0fprocessRssBytes\x120\n" +
+	"\x14host_cpu_utilization\x18\x03 \x01(\x01R\x12hostCpuUtilization\x125\n" +
+	"\x17host_memory_total_bytes\x18\x04 \x01(\x04R\x14hostMemoryTotalBytes\x12=\n" +
+	"\x1bhost_memory_available_bytes\x18\x05 \x01(\x04R\x18hostMemoryAvailableBytes\x12(\n" +
+	"\x10disk_total_bytes\x18\x06 \x01(\x04R\x0ediskTotalBytes\x12&\n" +
+	"\x0fdisk_free_bytes\x18\a \x01(\x04R\rdiskFreeBytes\x12%\n" +
+	"\x0euptime_seconds\x18\b \x01(\x04R\ruptimeSeconds\x12*\n" +
+	"\x11model_cache_bytes\x18\t \x01(\x04R\x0fmodelCacheBytes\x122\n" +
+	"\x15spool_pending_batches\x18\n" +
+	" \x01(\x04R\x13spoolPendingBatches\"\xf9\x01\n" +
+	"\n" +
+	"AgentEvent\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1e\n" +
+	"\n" +
+	"deployment\x18\x02 \x01(\tR\n" +
+	"deployment\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12$\n" +
+	"\x0etime_unix_nano\x18\x04 \x01(\x03R\ftimeUnixNano\x12=\n" +
+	"\x05attrs\x18\x05 \x03(\v2'.atelier.agent.v1.AgentEvent.AttrsEntryR\x05attrs\x1a8\n" +
+	"\n" +
+	"AttrsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B6Z4github.com/atelier-ml/atelier/proto/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -1095,36 +2159,63 @@ func file_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_agent_v1_agent_proto_goTypes = []any{
 	(DeploymentStatus_State)(0), // 0: atelier.agent.v1.DeploymentStatus.State
 	(Presence_Status)(0),        // 1: atelier.agent.v1.Presence.Status
 	(*DesiredState)(nil),        // 2: atelier.agent.v1.DesiredState
 	(*DeploymentSpec)(nil),      // 3: atelier.agent.v1.DeploymentSpec
-	(*ModelRef)(nil),            // 4: atelier.agent.v1.ModelRef
-	(*RuntimeOptions)(nil),      // 5: atelier.agent.v1.RuntimeOptions
-	(*ReportedState)(nil),       // 6: atelier.agent.v1.ReportedState
-	(*DeploymentStatus)(nil),    // 7: atelier.agent.v1.DeploymentStatus
-	(*ChunkRequest)(nil),        // 8: atelier.agent.v1.ChunkRequest
-	(*ChunkResponse)(nil),       // 9: atelier.agent.v1.ChunkResponse
-	(*Presence)(nil),            // 10: atelier.agent.v1.Presence
-	(*Capabilities)(nil),        // 11: atelier.agent.v1.Capabilities
-	(*FPGADevice)(nil),          // 12: atelier.agent.v1.FPGADevice
+	(*GuardRules)(nil),          // 4: atelier.agent.v1.GuardRules
+	(*MonitorOptions)(nil),      // 5: atelier.agent.v1.MonitorOptions
+	(*ModelRef)(nil),            // 6: atelier.agent.v1.ModelRef
+	(*RuntimeOptions)(nil),      // 7: atelier.agent.v1.RuntimeOptions
+	(*ReportedState)(nil),       // 8: atelier.agent.v1.ReportedState
+	(*DeploymentStatus)(nil),    // 9: atelier.agent.v1.DeploymentStatus
+	(*ChunkRequest)(nil),        // 10: atelier.agent.v1.ChunkRequest
+	(*ChunkResponse)(nil),       // 11: atelier.agent.v1.ChunkResponse
+	(*Presence)(nil),            // 12: atelier.agent.v1.Presence
+	(*Capabilities)(nil),        // 13: atelier.agent.v1.Capabilities
+	(*FPGADevice)(nil),          // 14: atelier.agent.v1.FPGADevice
+	(*TelemetryUpload)(nil),     // 15: atelier.agent.v1.TelemetryUpload
+	(*TelemetryAck)(nil),        // 16: atelier.agent.v1.TelemetryAck
+	(*TelemetryBatch)(nil),      // 17: atelier.agent.v1.TelemetryBatch
+	(*DeploymentTelemetry)(nil), // 18: atelier.agent.v1.DeploymentTelemetry
+	(*Histogram)(nil),           // 19: atelier.agent.v1.Histogram
+	(*FeatureSummary)(nil),      // 20: atelier.agent.v1.FeatureSummary
+	(*Sketch)(nil),              // 21: atelier.agent.v1.Sketch
+	(*AgentTelemetry)(nil),      // 22: atelier.agent.v1.AgentTelemetry
+	(*AgentEvent)(nil),          // 23: atelier.agent.v1.AgentEvent
+	nil,                         // 24: atelier.agent.v1.DeploymentTelemetry.RequestsEntry
+	nil,                         // 25: atelier.agent.v1.AgentEvent.AttrsEntry
 }
 var file_agent_v1_agent_proto_depIdxs = []int32{
 	3,  // 0: atelier.agent.v1.DesiredState.deployments:type_name -> atelier.agent.v1.DeploymentSpec
-	4,  // 1: atelier.agent.v1.DeploymentSpec.model:type_name -> atelier.agent.v1.ModelRef
-	5,  // 2: atelier.agent.v1.DeploymentSpec.options:type_name -> atelier.agent.v1.RuntimeOptions
-	7,  // 3: atelier.agent.v1.ReportedState.deployments:type_name -> atelier.agent.v1.DeploymentStatus
-	0,  // 4: atelier.agent.v1.DeploymentStatus.state:type_name -> atelier.agent.v1.DeploymentStatus.State
-	1,  // 5: atelier.agent.v1.Presence.status:type_name -> atelier.agent.v1.Presence.Status
-	11, // 6: atelier.agent.v1.Presence.capabilities:type_name -> atelier.agent.v1.Capabilities
-	12, // 7: atelier.agent.v1.Capabilities.fpga:type_name -> atelier.agent.v1.FPGADevice
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	6,  // 1: atelier.agent.v1.DeploymentSpec.model:type_name -> atelier.agent.v1.ModelRef
+	7,  // 2: atelier.agent.v1.DeploymentSpec.options:type_name -> atelier.agent.v1.RuntimeOptions
+	4,  // 3: atelier.agent.v1.DeploymentSpec.guard:type_name -> atelier.agent.v1.GuardRules
+	5,  // 4: atelier.agent.v1.DeploymentSpec.monitor:type_name -> atelier.agent.v1.MonitorOptions
+	9,  // 5: atelier.agent.v1.ReportedState.deployments:type_name -> atelier.agent.v1.DeploymentStatus
+	0,  // 6: atelier.agent.v1.DeploymentStatus.state:type_name -> atelier.agent.v1.DeploymentStatus.State
+	1,  // 7: atelier.agent.v1.Presence.status:type_name -> atelier.agent.v1.Presence.Status
+	13, // 8: atelier.agent.v1.Presence.capabilities:type_name -> atelier.agent.v1.Capabilities
+	14, // 9: atelier.agent.v1.Capabilities.fpga:type_name -> atelier.agent.v1.FPGADevice
+	17, // 10: atelier.agent.v1.TelemetryUpload.batches:type_name -> atelier.agent.v1.TelemetryBatch
+	18, // 11: atelier.agent.v1.TelemetryBatch.deployments:type_name -> atelier.agent.v1.DeploymentTelemetry
+	22, // 12: atelier.agent.v1.TelemetryBatch.agent:type_name -> atelier.agent.v1.AgentTelemetry
+	23, // 13: atelier.agent.v1.TelemetryBatch.events:type_name -> atelier.agent.v1.AgentEvent
+	24, // 14: atelier.agent.v1.DeploymentTelemetry.requests:type_name -> atelier.agent.v1.DeploymentTelemetry.RequestsEntry
+	19, // 15: atelier.agent.v1.DeploymentTelemetry.queue_seconds:type_name -> atelier.agent.v1.Histogram
+	19, // 16: atelier.agent.v1.DeploymentTelemetry.compute_seconds:type_name -> atelier.agent.v1.Histogram
+	19, // 17: atelier.agent.v1.DeploymentTelemetry.request_seconds:type_name -> atelier.agent.v1.Histogram
+	19, // 18: atelier.agent.v1.DeploymentTelemetry.batch_size:type_name -> atelier.agent.v1.Histogram
+	20, // 19: atelier.agent.v1.DeploymentTelemetry.features:type_name -> atelier.agent.v1.FeatureSummary
+	21, // 20: atelier.agent.v1.FeatureSummary.sketch:type_name -> atelier.agent.v1.Sketch
+	25, // 21: atelier.agent.v1.AgentEvent.attrs:type_name -> atelier.agent.v1.AgentEvent.AttrsEntry
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1_agent_proto_init() }
@@ -1138,7 +2229,7 @@ func file_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1_agent_proto_rawDesc), len(file_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

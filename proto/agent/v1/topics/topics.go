@@ -12,14 +12,15 @@ const (
 	Presence       = "presence"        // agent → hub, retained Presence (and last will)
 	ChunksRequest  = "chunks/request"  // agent → hub, ChunkRequest
 	ChunksResponse = "chunks/response" // hub → agent, ChunkResponse
-	Telemetry      = "telemetry"       // agent → hub, telemetry batches
+	Telemetry      = "telemetry"       // agent → hub, TelemetryUpload
+	TelemetryAck   = "telemetry/ack"   // hub → agent, TelemetryAck
 )
 
 // The leaves an agent publishes on and subscribes to. The broker grants an
 // agent exactly these, on its own id only.
 var (
 	agentPublishes  = [...]string{Reported, Presence, Telemetry, ChunksRequest}
-	agentSubscribes = [...]string{Desired, ChunksResponse}
+	agentSubscribes = [...]string{Desired, ChunksResponse, TelemetryAck}
 )
 
 // AgentPublishes returns the leaves an agent may publish on (a new slice).
@@ -54,7 +55,7 @@ func Parse(topic string) (agent, leaf string, ok bool) {
 		return "", "", false
 	}
 	switch leaf {
-	case Desired, Reported, Presence, ChunksRequest, ChunksResponse, Telemetry:
+	case Desired, Reported, Presence, ChunksRequest, ChunksResponse, Telemetry, TelemetryAck:
 		return agent, leaf, true
 	}
 	return "", "", false

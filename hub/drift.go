@@ -1,0 +1,4 @@
+package hub
+
+// DriftStore keeps input drift baselines and windows.
+type DriftStore interface{}

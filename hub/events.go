@@ -1,0 +1,4 @@
+package hub
+
+// EventStore keeps the hub's event log.
+type EventStore interface{}

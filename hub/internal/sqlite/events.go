@@ -1,0 +1,17 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+
+	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+)
+
+// migEvents creates the event log (placeholder until written).
+const migEvents = `SELECT 1;`
+
+// ingestAgentEventsTx records the events of one new (not duplicate)
+// telemetry batch of agentID, inside IngestTelemetry's transaction.
+func (s *Store) ingestAgentEventsTx(ctx context.Context, tx *sql.Tx, agentID string, b *agentv1.TelemetryBatch) error {
+	return nil
+}
