@@ -79,11 +79,16 @@ type Deployment struct {
 	Size    int64  `json:"size"`
 	// Agents are the targeted agent ids, or Selector the labels an agent
 	// must all carry (exactly one of the two is set).
-	Agents    []string          `json:"agents,omitempty"`
-	Selector  map[string]string `json:"selector,omitempty"`
-	Options   RuntimeOptions    `json:"options"`
-	CreatedAt time.Time         `json:"created_at"`
-	UpdatedAt time.Time         `json:"updated_at"`
+	Agents   []string          `json:"agents,omitempty"`
+	Selector map[string]string `json:"selector,omitempty"`
+	Options  RuntimeOptions    `json:"options"`
+	// Guard are the rollback rules of the current version, if any.
+	Guard *GuardRules `json:"guard,omitempty"`
+	// Drifting is set while the deployment's inputs drift from its
+	// baseline beyond the threshold (see DriftStore).
+	Drifting  bool      `json:"drifting"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 	// Targets is the state of every agent the deployment reaches, by
 	// agent id; filled in by the API's show and list answers.
 	Targets []DeploymentTarget `json:"targets"`
