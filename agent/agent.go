@@ -24,10 +24,11 @@ import (
 // registry on an edge agent). Implementations must be safe for concurrent
 // use; the agent calls them from one goroutine at a time.
 type Server interface {
-	// Load loads the model file at path as version of deployment, runs a
-	// warm-up inference and atomically switches the deployment's traffic to
-	// it. On error the version served before (if any) keeps serving.
-	Load(ctx context.Context, deployment string, version uint32, path string) error
+	// Load loads the model file at path as spec.Model.Version of the
+	// deployment spec.Name, with spec's options, runs a warm-up inference
+	// and atomically switches the deployment's traffic to it. On error the
+	// version served before (if any) keeps serving.
+	Load(ctx context.Context, spec *agentv1.DeploymentSpec, path string) error
 	// Unload stops serving deployment and releases its model.
 	Unload(ctx context.Context, deployment string) error
 }
@@ -326,7 +327,7 @@ func (a *Agent) restore(ctx context.Context) error {
 		st := &agentv1.DeploymentStatus{Name: name}
 		path, err := a.cache.Get(s.sha)
 		if err == nil {
-			err = a.srv.Load(ctx, name, s.version, path)
+			err = a.srv.Load(ctx, a.specFor(name, s), path)
 		}
 		a.mu.Lock()
 		if err != nil {
@@ -493,7 +494,7 @@ func (a *Agent) deploy(ctx context.Context, dep *agentv1.DeploymentSpec) error {
 		return fmt.Errorf("download %s version %d: %w", ref.GetName(), ref.GetVersion(), err)
 	}
 	a.setStatus(ctx, name, func(st *agentv1.DeploymentStatus) { st.State = agentv1.DeploymentStatus_STATE_LOADING })
-	if err := a.srv.Load(ctx, name, ref.GetVersion(), path); err != nil {
+	if err := a.srv.Load(ctx, dep, path); err != nil {
 		return fmt.Errorf("load %s version %d: %w", ref.GetName(), ref.GetVersion(), err)
 	}
 	a.mu.Lock()
@@ -508,6 +509,20 @@ func (a *Agent) deploy(ctx context.Context, dep *agentv1.DeploymentSpec) error {
 		st.State, st.Error, st.Downloaded = agentv1.DeploymentStatus_STATE_SERVING, "", 0
 	})
 	return nil
+}
+
+// specFor returns the spec to restore deployment name at what s records:
+// the applied desired state's spec if it names the same model, otherwise
+// one with the model alone (default options).
+func (a *Agent) specFor(name string, s served) *agentv1.DeploymentSpec {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, d := range a.desired.GetDeployments() {
+		if d.GetName() == name && d.GetModel().GetSha256() == s.sha && d.GetModel().GetVersion() == s.version {
+			return d
+		}
+	}
+	return &agentv1.DeploymentSpec{Name: name, Model: &agentv1.ModelRef{Version: s.version, Sha256: s.sha}}
 }
 
 func (a *Agent) gc(d *agentv1.DesiredState) {

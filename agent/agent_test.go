@@ -49,7 +49,8 @@ func (r *recorder) signalLocked() {
 	r.changed = make(chan struct{})
 }
 
-func (r *recorder) Load(_ context.Context, name string, version uint32, path string) error {
+func (r *recorder) Load(_ context.Context, spec *agentv1.DeploymentSpec, path string) error {
+	name, version := spec.GetName(), spec.GetModel().GetVersion()
 	b, err := os.ReadFile(path)
 	sum := sha256.Sum256(b)
 	r.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/atelier-ml/atelier/agent"
+	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
 	"github.com/atelier-ml/atelier/scoring"
 	"github.com/atelier-ml/atelier/scoring/ort"
 )
@@ -18,8 +19,16 @@ var _ agent.Server = (*Server)(nil)
 
 // Config configures a Server.
 type Config struct {
-	// ORT holds the ONNX Runtime session options of every model loaded.
+	// ORT holds the ONNX Runtime session options of every model loaded
+	// by the default Open.
 	ORT ort.Config
+	// Open opens the runner of a deployment's model file; nil opens it
+	// with ONNX Runtime on the CPU (ort.Open with ORT). An FPGA agent plugs
+	// its device backend in here.
+	Open func(ctx context.Context, spec *agentv1.DeploymentSpec, path string) (scoring.Runner, error)
+	// Wrap, if set, wraps every runner Open returns before it is loaded
+	// (the agent's telemetry observes inputs this way).
+	Wrap func(spec *agentv1.DeploymentSpec, r scoring.Runner) scoring.Runner
 }
 
 // Server is an agent.Server over a scoring.Registry. It is safe for
@@ -48,7 +57,8 @@ func New(cfg Config, reg *scoring.Registry, log *slog.Logger) (*Server, error) {
 // a warm-up inference first, and on error whatever served before keeps
 // serving. Reloading the version already served (same number, new file)
 // goes through a temporary version name so it stays hot as well.
-func (s *Server) Load(ctx context.Context, deployment string, version uint32, path string) error {
+func (s *Server) Load(ctx context.Context, spec *agentv1.DeploymentSpec, path string) error {
+	deployment, version := spec.GetName(), spec.GetModel().GetVersion()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v := strconv.FormatUint(uint64(version), 10)
@@ -57,15 +67,15 @@ func (s *Server) Load(ctx context.Context, deployment string, version uint32, pa
 	if served && slices.Contains(info.Versions, v) {
 		// Same version number, different file: swap to a temporary name,
 		// then to the real one, so traffic never stops.
-		if err := s.swap(ctx, deployment, v+"-reload", path); err != nil {
+		if err := s.swap(ctx, spec, v+"-reload", path); err != nil {
 			return err
 		}
-		return s.swap(ctx, deployment, v, path)
+		return s.swap(ctx, spec, v, path)
 	}
 	if served {
-		return s.swap(ctx, deployment, v, path)
+		return s.swap(ctx, spec, v, path)
 	}
-	r, err := ort.Open(path, s.cfg.ORT, s.log)
+	r, err := s.open(ctx, spec, path)
 	if err != nil {
 		return fmt.Errorf("edge: load deployment %q version %s: %w", deployment, v, err)
 	}
@@ -76,8 +86,27 @@ func (s *Server) Load(ctx context.Context, deployment string, version uint32, pa
 	return nil
 }
 
-func (s *Server) swap(ctx context.Context, deployment, v, path string) error {
-	r, err := ort.Open(path, s.cfg.ORT, s.log)
+// open opens spec's runner with Config.Open (or ONNX Runtime) and Wrap.
+func (s *Server) open(ctx context.Context, spec *agentv1.DeploymentSpec, path string) (scoring.Runner, error) {
+	var r scoring.Runner
+	var err error
+	if s.cfg.Open != nil {
+		r, err = s.cfg.Open(ctx, spec, path)
+	} else {
+		r, err = ort.Open(path, s.cfg.ORT, s.log)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.Wrap != nil {
+		r = s.cfg.Wrap(spec, r)
+	}
+	return r, nil
+}
+
+func (s *Server) swap(ctx context.Context, spec *agentv1.DeploymentSpec, v, path string) error {
+	deployment := spec.GetName()
+	r, err := s.open(ctx, spec, path)
 	if err != nil {
 		return fmt.Errorf("edge: swap deployment %q to version %s: %w", deployment, v, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/atelier-ml/atelier/internal/onnx/onnxtest"
+	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
 	"github.com/atelier-ml/atelier/scoring"
 )
 
@@ -84,12 +85,12 @@ func TestLoadSwapFailUnload(t *testing.T) {
 	s, reg := newServer(t)
 	v1, v2 := writeMLP(t, dir, 1), writeMLP(t, dir, 2)
 
-	if err := s.Load(ctx, "digits", 1, v1); err != nil {
+	if err := s.Load(ctx, spec("digits", 1), v1); err != nil {
 		t.Fatal(err)
 	}
 	infer(t, reg, "digits", 1)
 
-	if err := s.Load(ctx, "digits", 2, v2); err != nil {
+	if err := s.Load(ctx, spec("digits", 2), v2); err != nil {
 		t.Fatal(err)
 	}
 	infer(t, reg, "digits", 2)
@@ -102,7 +103,7 @@ func TestLoadSwapFailUnload(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("this is not an onnx model"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := s.Load(ctx, "digits", 3, bad)
+	err := s.Load(ctx, spec("digits", 3), bad)
 	if err == nil {
 		t.Fatal("Load of a corrupt file succeeded")
 	}
@@ -113,7 +114,7 @@ func TestLoadSwapFailUnload(t *testing.T) {
 	}
 
 	// The same version number with another file is swapped in too.
-	if err := s.Load(ctx, "digits", 2, v1); err != nil {
+	if err := s.Load(ctx, spec("digits", 2), v1); err != nil {
 		t.Fatal(err)
 	}
 	infer(t, reg, "digits", 1)
@@ -122,7 +123,7 @@ func TestLoadSwapFailUnload(t *testing.T) {
 	}
 
 	// A second deployment is independent.
-	if err := s.Load(ctx, "other", 7, v2); err != nil {
+	if err := s.Load(ctx, spec("other", 7), v2); err != nil {
 		t.Fatal(err)
 	}
 	infer(t, reg, "other", 2)
@@ -145,10 +146,14 @@ func TestLoadCorruptNewDeployment(t *testing.T) {
 	if err := os.WriteFile(bad, []byte{0x08, 0x01, 0xff}, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Load(context.Background(), "d", 1, bad); err == nil {
+	if err := s.Load(context.Background(), spec("d", 1), bad); err == nil {
 		t.Fatal("Load of a corrupt file succeeded")
 	}
 	if len(reg.Models()) != 0 {
 		t.Errorf("registry holds %v after a failed load, want nothing", reg.Models())
 	}
+}
+
+func spec(name string, version uint32) *agentv1.DeploymentSpec {
+	return &agentv1.DeploymentSpec{Name: name, Model: &agentv1.ModelRef{Name: name, Version: version}}
 }

@@ -28,7 +28,8 @@ type loadRecorder struct {
 	serving map[string]string // deployment → "v{version} {sha256 of the file}"
 }
 
-func (l *loadRecorder) Load(_ context.Context, deployment string, version uint32, path string) error {
+func (l *loadRecorder) Load(_ context.Context, spec *agentv1.DeploymentSpec, path string) error {
+	deployment, version := spec.GetName(), spec.GetModel().GetVersion()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 
 	"github.com/atelier-ml/atelier/agent"
 	"github.com/atelier-ml/atelier/hub/client"
+	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
 )
 
 // Config configures a simulated fleet.
@@ -211,7 +212,8 @@ type server struct {
 
 var _ agent.Server = (*server)(nil)
 
-func (s *server) Load(_ context.Context, deployment string, version uint32, path string) error {
+func (s *server) Load(_ context.Context, spec *agentv1.DeploymentSpec, path string) error {
+	deployment, version := spec.GetName(), spec.GetModel().GetVersion()
 	fi, err := os.Stat(path)
 	if err != nil {
 		return fmt.Errorf("fleetsim: load %s: %w", deployment, err)

@@ -214,7 +214,8 @@ type loader struct {
 	changed chan struct{}
 }
 
-func (l *loader) Load(_ context.Context, dep string, version uint32, path string) error {
+func (l *loader) Load(_ context.Context, spec *agentv1.DeploymentSpec, path string) error {
+	dep, version := spec.GetName(), spec.GetModel().GetVersion()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
