@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/atelier-ml/atelier/agent"
+	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
 	"github.com/atelier-ml/atelier/scoring"
 	"github.com/atelier-ml/atelier/scoring/ort"
 )
@@ -22,6 +23,9 @@ type DaemonConfig struct {
 	Registry scoring.RegistryConfig
 	HTTP     scoring.ServerConfig
 	ORT      ort.Config
+	// Open, if set, opens deployments' runners instead of ONNX Runtime on
+	// the CPU (see Config.Open).
+	Open func(ctx context.Context, spec *agentv1.DeploymentSpec, path string) (scoring.Runner, error)
 }
 
 // Run is the edge agent: it serves scoring HTTP on ln (Open Inference
@@ -51,7 +55,7 @@ func Run(ctx context.Context, ln net.Listener, cfg DaemonConfig, log *slog.Logge
 		ln.Close()
 		return fmt.Errorf("edge: %w", err)
 	}
-	es, err := New(Config{ORT: cfg.ORT}, reg, log)
+	es, err := New(Config{ORT: cfg.ORT, Open: cfg.Open}, reg, log)
 	if err != nil {
 		ln.Close()
 		return err
