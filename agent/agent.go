@@ -60,6 +60,9 @@ type Config struct {
 	ChunkWindow            int
 	ChunkTimeout           time.Duration
 	MinBackoff, MaxBackoff time.Duration
+	// Stats, if set, gives the scoring totals that telemetry and guard
+	// rules are computed from (the edge daemon passes its registry's).
+	Stats StatsFunc
 }
 
 func (c *Config) setDefaults() error {
@@ -99,6 +102,10 @@ type Agent struct {
 	upCh    chan struct{}         // 1-buffered: session (re)connected
 
 	pubMu sync.Mutex // orders reported-state publications
+
+	evMu          sync.Mutex // guards events and eventsDropped
+	events        []*agentv1.AgentEvent
+	eventsDropped uint64
 
 	mu      sync.Mutex // guards the fields below
 	desired *agentv1.DesiredState
