@@ -55,6 +55,9 @@ type Config struct {
 	// KeepModels is how many unused models the cache keeps (default 3;
 	// negative keeps none).
 	KeepModels int
+	// ModelSyncBytes is how much of a model transfer is written between two
+	// fsyncs (see modelcache.Config.SyncBytes; 0 takes its 4 MiB default).
+	ModelSyncBytes int64
 	// ChunkWindow, ChunkTimeout, MinBackoff and MaxBackoff tune the MQTT
 	// session (see mqttsession.Config; zero takes its defaults).
 	ChunkWindow            int
@@ -126,7 +129,7 @@ func New(cfg Config, srv Server, log *slog.Logger) (*Agent, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("agent", cfg.ID)
-	cache, err := modelcache.New(modelcache.Config{Dir: filepath.Join(cfg.DataDir, "models"), Keep: cfg.KeepModels}, log)
+	cache, err := modelcache.New(modelcache.Config{Dir: filepath.Join(cfg.DataDir, "models"), Keep: cfg.KeepModels, SyncBytes: cfg.ModelSyncBytes}, log)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}

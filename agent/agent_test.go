@@ -332,6 +332,7 @@ func TestCrashMidTransferResumes(t *testing.T) {
 	hub.PublishDesired(&agentv1.DesiredState{Generation: 1, Deployments: []*agentv1.DeploymentSpec{deployment("iris", v1)}})
 	cfg := testConfig(t, b.URL, dir)
 	cfg.ChunkTimeout = guard // the first agent must stay stuck, not give up
+	cfg.ModelSyncBytes = 1   // checkpoint every chunk, so the test sees where the transfer is
 	_, stop := startAgent(t, cfg, newRecorder())
 	select {
 	case <-stalled:

@@ -432,3 +432,75 @@ func BenchmarkFetch10MiB(b *testing.B) {
 		}
 	}
 }
+
+// hookSource calls before ahead of serving each chunk.
+type hookSource struct {
+	*sliceSource
+	before func(i uint32)
+}
+
+func (s hookSource) Chunk(ctx context.Context, sha string, i uint32) ([]byte, error) {
+	s.before(i)
+	return s.sliceSource.Chunk(ctx, sha, i)
+}
+
+// TestCheckpointEverySyncBytes: with SyncBytes of three chunks, the
+// progress record moves in steps of three while the transfer runs (what a
+// crash would resume from), and a crash-like restart with a longer,
+// unrecorded tail in the partial file resumes from the record.
+func TestCheckpointEverySyncBytes(t *testing.T) {
+	data := testData(10*1000+7, 4)
+	ref := testRef(data, 1000)
+	dir := t.TempDir()
+	c, err := New(Config{Dir: dir, SyncBytes: 3000}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []uint32
+	src := hookSource{newSource(data, 1000), func(i uint32) {
+		b, err := os.ReadFile(c.progressPath(ref.Sha256))
+		if err != nil || len(b) == 0 {
+			seen = append(seen, 0)
+			return
+		}
+		p, err := parseProgress(b)
+		if err != nil {
+			t.Errorf("chunk %d: %v", i, err)
+			return
+		}
+		seen = append(seen, p.next)
+	}}
+	src.failAt = 8
+	if _, err := c.Fetch(context.Background(), ref, src, nil); !errors.Is(err, errInjected) {
+		t.Fatalf("err = %v, want the injected failure", err)
+	}
+	// Records seen before asking for chunks 0..8: checkpoints once 3 and 6
+	// chunks are in.
+	if want := []uint32{0, 0, 0, 3, 3, 3, 6, 6, 6}; !slices.Equal(seen, want) {
+		t.Fatalf("progress before each chunk = %v, want %v", seen, want)
+	}
+	// The error checkpointed chunks 0..7.
+	b, err := os.ReadFile(c.progressPath(ref.Sha256))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := parseProgress(b); err != nil || p.next != 8 {
+		t.Fatalf("progress after the error = %+v, %v; want next 8", p, err)
+	}
+	// A crash after a checkpoint at 3 with chunks 3..7 written but not
+	// recorded: the record says 3, the file is longer; resume starts at 3.
+	if err := os.WriteFile(c.progressPath(ref.Sha256), progress{sha: ref.Sha256, chunkSize: 1000, next: 3}.marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src2 := newSource(data, 1000)
+	p, err := newCache(t, dir).Fetch(context.Background(), ref, src2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint32{3, 4, 5, 6, 7, 8, 9, 10}; !slices.Equal(src2.asked, want) {
+		t.Fatalf("after the crash asked for %v, want %v", src2.asked, want)
+	}
+	if !slices.Equal(readFile(t, p), data) {
+		t.Fatal("resumed file differs from the model")
+	}
+}

@@ -8,9 +8,11 @@
 //
 // Fetch downloads a model described by an agentv1.ModelRef through a
 // ChunkSource (the MQTT transport in production, anything in tests): each
-// chunk is hashed on arrival, appended and fsynced, and the index of the next
-// chunk recorded, so a transfer interrupted by a crash or a disconnect
-// resumes after the last verified chunk. On resume the partial file is
+// chunk is hashed on arrival and appended; every Config.SyncBytes (default
+// 4 MiB) and before an error is returned the file is fsynced and the index
+// of the next chunk recorded, so a transfer interrupted by a disconnect
+// resumes after the last verified chunk, and one interrupted by a crash
+// after the last checkpoint. On resume the partial file is
 // re-hashed chunk by chunk up to the recorded index (the record is a bound,
 // not trusted blindly). The complete file is checked against the model's
 // sha256, then renamed to its digest and the directory fsynced. A digest
