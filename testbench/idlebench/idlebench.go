@@ -1,20 +1,14 @@
 package idlebench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -22,6 +16,7 @@ import (
 	"github.com/atelier-ml/atelier/hub/client"
 	"github.com/atelier-ml/atelier/hub/server"
 	"github.com/atelier-ml/atelier/testbench/fleetsim"
+	"github.com/atelier-ml/atelier/testbench/internal/hubproc"
 )
 
 // AimCores is issue 4's aim for the hub's CPU with 1,000 idle agents.
@@ -120,11 +115,11 @@ func Run(ctx context.Context, args []string, w io.Writer) error {
 }
 
 func measure(ctx context.Context, o options, log *slog.Logger) (res Result, err error) {
-	res = Result{Agents: o.agents, HeartbeatSeconds: o.heartbeat.Seconds(), AimCores: AimCores, ClkTck: clkTck(ctx)}
-	if err := raiseNoFile(); err != nil {
+	res = Result{Agents: o.agents, HeartbeatSeconds: o.heartbeat.Seconds(), AimCores: AimCores, ClkTck: hubproc.ClkTck(ctx)}
+	if err := hubproc.RaiseNoFile(); err != nil {
 		return res, err
 	}
-	bin, err := buildHub(ctx, filepath.Join(o.dir, "bin"))
+	bin, err := hubproc.Build(ctx, filepath.Join(o.dir, "bin"))
 	if err != nil {
 		return res, err
 	}
@@ -132,18 +127,18 @@ func measure(ctx context.Context, o options, log *slog.Logger) (res Result, err 
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return res, err
 	}
-	h, err := startHub(ctx, bin, data)
+	h, err := hubproc.Start(ctx, bin, data, server.Addrs{HTTP: "127.0.0.1:0", MQTT: "127.0.0.1:0", NATS: "127.0.0.1:0"})
 	if err != nil {
 		return res, err
 	}
-	res.HubPID = h.cmd.Process.Pid
+	res.HubPID = h.PID()
 	defer func() {
-		if serr := h.stop(30 * time.Second); serr != nil && err == nil {
+		if serr := h.Stop(30 * time.Second); serr != nil && err == nil {
 			err = serr
 		}
 	}()
 
-	url := "http://" + h.addrs.HTTP
+	url := "http://" + h.Addrs.HTTP
 	c := client.New(url)
 	agentsDir := filepath.Join(o.dir, "agents")
 	if err := os.MkdirAll(agentsDir, 0o700); err != nil {
@@ -161,39 +156,39 @@ func measure(ctx context.Context, o options, log *slog.Logger) (res Result, err 
 			err = fmt.Errorf("fleet: %w", ferr)
 		}
 	}()
-	if err := poll(ctx, 2*time.Minute+time.Duration(o.agents)*50*time.Millisecond, func() (bool, error) {
+	if err := hubproc.Poll(ctx, 2*time.Minute+time.Duration(o.agents)*50*time.Millisecond, func() (bool, error) {
 		n, err := online(ctx, c)
 		return n == o.agents, err
 	}); err != nil {
 		return res, fmt.Errorf("waiting for %d agents online: %w", o.agents, err)
 	}
-	if err := sleep(ctx, settle); err != nil {
+	if err := hubproc.Sleep(ctx, settle); err != nil {
 		return res, err
 	}
 
-	pid := h.cmd.Process.Pid
-	hub0, err := cpuTicks(pid)
+	pid := h.PID()
+	hub0, err := hubproc.CPUTicks(pid)
 	if err != nil {
 		return res, err
 	}
-	self0, err := cpuTicks(os.Getpid())
+	self0, err := hubproc.CPUTicks(os.Getpid())
 	if err != nil {
 		return res, err
 	}
 	t0 := time.Now()
-	if err := sleep(ctx, time.Duration(o.seconds*float64(time.Second))); err != nil {
+	if err := hubproc.Sleep(ctx, time.Duration(o.seconds*float64(time.Second))); err != nil {
 		return res, err
 	}
-	hub1, err := cpuTicks(pid)
+	hub1, err := hubproc.CPUTicks(pid)
 	if err != nil {
 		return res, err
 	}
-	self1, err := cpuTicks(os.Getpid())
+	self1, err := hubproc.CPUTicks(os.Getpid())
 	if err != nil {
 		return res, err
 	}
 	wall := time.Since(t0).Seconds()
-	rss, err := rssMiB(pid)
+	rss, err := hubproc.RSSMiB(pid)
 	if err != nil {
 		return res, err
 	}
@@ -222,212 +217,4 @@ func online(ctx context.Context, c *client.Client) (int, error) {
 		}
 	}
 	return n, nil
-}
-
-// raiseNoFile raises the soft RLIMIT_NOFILE to the hard limit: every
-// simulated agent holds a connection, and so does the hub for each.
-func raiseNoFile() error {
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return fmt.Errorf("getrlimit NOFILE: %w", err)
-	}
-	if l.Cur < l.Max {
-		l.Cur = l.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-			return fmt.Errorf("setrlimit NOFILE to %d: %w", l.Max, err)
-		}
-	}
-	return nil
-}
-
-// clkTck returns `getconf CLK_TCK`, or 100 (Linux's value) when getconf
-// is missing or says something unexpected.
-func clkTck(ctx context.Context) int {
-	out, err := exec.CommandContext(ctx, "getconf", "CLK_TCK").Output()
-	if err != nil {
-		return 100
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil || n <= 0 {
-		return 100
-	}
-	return n
-}
-
-// moduleRoot returns the directory of the go.mod above the working
-// directory.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory: run the bench inside the module")
-		}
-		dir = parent
-	}
-}
-
-// buildHub builds ./cmd/atelier into dir and returns the binary's path.
-func buildHub(ctx context.Context, dir string) (string, error) {
-	root, err := moduleRoot()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "atelier")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/atelier")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/atelier in %s: %w\n%s", root, err, out)
-	}
-	return bin, nil
-}
-
-// hubProc is the hub's process.
-type hubProc struct {
-	cmd    *exec.Cmd
-	addrs  server.Addrs
-	done   chan struct{} // closed when the process has exited
-	err    error         // Wait's result, set before done is closed
-	stderr *tailBuffer
-}
-
-// startHub starts `atelier hub serve` on data with fresh loopback ports
-// and waits for its hub.addr. The process is not tied to ctx: stop ends it.
-func startHub(ctx context.Context, bin, data string) (*hubProc, error) {
-	h := &hubProc{done: make(chan struct{}), stderr: &tailBuffer{max: 16 << 10}}
-	h.cmd = exec.Command(bin, "hub", "serve", "--data", data, "--http", "127.0.0.1:0",
-		"--mqtt", "127.0.0.1:0", "--nats", "127.0.0.1:0", "--log-level", "warn")
-	h.cmd.Stdout, h.cmd.Stderr = h.stderr, h.stderr
-	if err := h.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start hub: %w", err)
-	}
-	go func() { h.err = h.cmd.Wait(); close(h.done) }()
-	err := poll(ctx, 30*time.Second, func() (bool, error) {
-		select {
-		case <-h.done:
-			return false, fmt.Errorf("hub exited before writing %s: %v\n%s", server.AddrFile, h.err, h.stderr)
-		default:
-		}
-		a, err := server.ReadAddrs(data)
-		if err != nil {
-			return false, nil // not written yet
-		}
-		h.addrs = a
-		return true, nil
-	})
-	if err != nil {
-		_ = h.stop(10 * time.Second)
-		return nil, fmt.Errorf("waiting for %s: %w", server.AddrFile, err)
-	}
-	return h, nil
-}
-
-// stop sends SIGTERM and waits up to timeout for the hub to exit, then
-// kills it. A non-zero exit after SIGTERM is an error.
-func (h *hubProc) stop(timeout time.Duration) error {
-	select {
-	case <-h.done:
-		return nil
-	default:
-	}
-	if err := h.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		<-h.done
-		return nil // it exited meanwhile
-	}
-	select {
-	case <-h.done:
-		if h.err != nil {
-			return fmt.Errorf("hub exited with %v after SIGTERM\n%s", h.err, h.stderr)
-		}
-		return nil
-	case <-time.After(timeout):
-		_ = h.cmd.Process.Kill()
-		<-h.done
-		return fmt.Errorf("hub did not exit within %v of SIGTERM; killed\n%s", timeout, h.stderr)
-	}
-}
-
-// cpuTicks returns utime+stime of pid in clock ticks, from /proc/PID/stat.
-func cpuTicks(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces; fields after it start
-	// after the last ')'. utime and stime are fields 14 and 15, so 11 and
-	// 12 after field 3 (the state), which is index 0 here.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no ')' in %q", pid, b)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields after the name, want at least 13", pid, len(f))
-	}
-	ut, err := strconv.ParseUint(f[11], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat utime: %w", pid, err)
-	}
-	st, err := strconv.ParseUint(f[12], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat stime: %w", pid, err)
-	}
-	return ut + st, nil
-}
-
-// rssMiB returns VmRSS of pid in MiB, from /proc/PID/status.
-func rssMiB(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
-		rest, ok := strings.CutPrefix(line, "VmRSS:")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("/proc/%d/status: VmRSS %q, want \"N kB\"", pid, strings.TrimSpace(rest))
-		}
-		kb, err := strconv.ParseUint(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/status VmRSS: %w", pid, err)
-		}
-		return float64(kb) / 1024, nil
-	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmRSS line", pid)
-}
-
-// poll calls f every 50 ms until it reports done, fails, or timeout passes.
-func poll(ctx context.Context, timeout time.Duration, f func() (bool, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		ok, err := f()
-		if err != nil || ok {
-			return err
-		}
-		if err := sleep(ctx, 50*time.Millisecond); err != nil {
-			return err
-		}
-	}
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
