@@ -5,11 +5,14 @@
 // session false, user name and password from enrollment):
 //
 //   - connect: a retained OFFLINE Presence is registered as the last will;
-//     after CONNACK it subscribes (QoS 1) to .../desired and
-//     .../chunks/response, then publishes a retained ONLINE Presence with
+//     after CONNACK it subscribes (QoS 1) to .../desired,
+//     .../chunks/response and .../telemetry/ack, then publishes a retained ONLINE Presence with
 //     the host's capabilities, then calls Handlers.Connected;
 //   - while connected: each DesiredState (the retained one arrives on every
 //     connect) goes to Handlers.Desired; PublishReported sends ReportedState;
+//     PublishTelemetry sends a TelemetryUpload and each TelemetryAck goes to
+//     Handlers.TelemetryAck (matching acks to uploads, resending and the
+//     spool are the agent's);
 //   - on connection loss: a new paho client is built and connected again
 //     after a jittered exponential backoff (Config.MinBackoff..MaxBackoff,
 //     the first retry included, so a fleet does not reconnect in one burst);

@@ -82,6 +82,8 @@ type Handlers struct {
 	// Connected is called after each successful (re)connect, once the
 	// subscriptions are in place and the presence is published.
 	Connected func()
+	// TelemetryAck gets every well-formed TelemetryAck received.
+	TelemetryAck func(*agentv1.TelemetryAck)
 }
 
 // Session is the agent's MQTT connection: it connects with a persistent
@@ -217,7 +219,7 @@ func (s *Session) connect(ctx context.Context) (mqtt.Client, <-chan error, error
 		c.Disconnect(0)
 		return nil, nil, fmt.Errorf("connect %s: %w", s.cfg.Broker, err)
 	}
-	subs := map[string]byte{s.topic(topics.Desired): 1, s.topic(topics.ChunksResponse): 1}
+	subs := map[string]byte{s.topic(topics.Desired): 1, s.topic(topics.ChunksResponse): 1, s.topic(topics.TelemetryAck): 1}
 	if err := wait(ctx, c.SubscribeMultiple(subs, nil), s.cfg.ConnectTimeout); err != nil {
 		c.Disconnect(0)
 		return nil, nil, fmt.Errorf("subscribe: %w", err)
@@ -327,6 +329,25 @@ func (s *Session) PublishHeartbeat(ctx context.Context, st *agentv1.ReportedStat
 	return s.publishQoS(ctx, topics.Reported, st, 0, false)
 }
 
+// PublishTelemetry publishes a TelemetryUpload (QoS 1, not retained) and
+// waits for the broker's acknowledgement (not the hub's TelemetryAck, which
+// arrives later through Handlers.TelemetryAck).
+func (s *Session) PublishTelemetry(ctx context.Context, u *agentv1.TelemetryUpload) error {
+	return s.publish(ctx, topics.Telemetry, u, false)
+}
+
+// WaitConnected returns nil once the session is connected (at once if it
+// is), or ctx's error.
+func (s *Session) WaitConnected(ctx context.Context) error {
+	_, up, _ := s.current()
+	select {
+	case <-up:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // dispatch routes every incoming message by topic.
 func (s *Session) dispatch(_ mqtt.Client, m mqtt.Message) {
 	switch m.Topic() {
@@ -346,6 +367,15 @@ func (s *Session) dispatch(_ mqtt.Client, m mqtt.Message) {
 			return
 		}
 		s.chunks.deliver(&r)
+	case s.topic(topics.TelemetryAck):
+		var a agentv1.TelemetryAck
+		if err := proto.Unmarshal(m.Payload(), &a); err != nil {
+			s.log.Error("dropping undecodable telemetry ack", "topic", m.Topic(), "bytes", len(m.Payload()), "error", err)
+			return
+		}
+		if s.h.TelemetryAck != nil {
+			s.h.TelemetryAck(&a)
+		}
 	default:
 		s.log.Warn("message on unexpected topic", "topic", m.Topic())
 	}

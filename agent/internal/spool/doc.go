@@ -8,7 +8,8 @@
 // Open recovers the directory; the producer calls Append (or AppendBatch)
 // for every batch, whether or not the hub is reachable; the consumer calls
 // Peek for the oldest pending batches, sends them, and calls Ack with the
-// highest sequence the hub confirmed. Close releases the open file. All
+// highest sequence the hub confirmed (or Discard for batches the hub
+// refused: acknowledged and counted as dropped). Close releases the open file. All
 // methods are safe for concurrent use (one mutex; a Peek waits for an
 // Append's fsync); the intended shape is one producer and one consumer.
 //

@@ -619,6 +619,43 @@ func (s *Spool) Ack(seq uint64) error {
 	return nil
 }
 
+// Discard is Ack for records that will never be delivered (the hub
+// refused them): every pending record with a sequence <= seq is
+// acknowledged and counted in Stats.Dropped, persisted atomically before it
+// returns. It reports how many were counted. A sequence not yet assigned is
+// ErrAckBeyond.
+func (s *Spool) Discard(seq uint64) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	if seq >= s.st.next {
+		return 0, fmt.Errorf("spool discard %d: %w (next is %d)", seq, ErrAckBeyond, s.st.next)
+	}
+	if seq <= s.st.acked {
+		return 0, nil
+	}
+	var n uint64
+	for _, g := range s.segs {
+		for _, r := range g.recs[firstPending(g, s.st.acked):] {
+			if r.seq <= seq {
+				n++
+			}
+		}
+	}
+	old := s.st
+	s.st.acked, s.st.dropped = seq, s.st.dropped+n
+	if err := s.writeState(); err != nil {
+		s.st = old
+		return 0, fmt.Errorf("spool discard %d: %w", seq, err)
+	}
+	if err := s.removeDeliveredLocked(); err != nil {
+		return n, fmt.Errorf("spool discard %d: %w", seq, err)
+	}
+	return n, nil
+}
+
 // Stats returns a snapshot. It does not apply the age limit.
 func (s *Spool) Stats() Stats {
 	s.mu.Lock()

@@ -668,3 +668,35 @@ func TestSizeLimitOneSegment(t *testing.T) {
 	}
 	checkPeek(t, s, seqRange(uint64(30-st.Pending+1), 30))
 }
+
+func TestDiscardCountsDropped(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, Config{Dir: dir})
+	appendN(t, s, 1, 5)
+	if err := s.Ack(1); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Discard(3)
+	if err != nil || n != 2 {
+		t.Fatalf("Discard(3) = %d, %v; want 2 (seq 2 and 3), nil", n, err)
+	}
+	if n, err := s.Discard(3); err != nil || n != 0 {
+		t.Fatalf("second Discard(3) = %d, %v; want 0, nil", n, err)
+	}
+	if _, err := s.Discard(9); !errors.Is(err, ErrAckBeyond) {
+		t.Fatalf("Discard(9) error %v, want ErrAckBeyond", err)
+	}
+	st := s.Stats()
+	if st.Dropped != 2 || st.Pending != 2 {
+		t.Fatalf("stats %+v, want Dropped 2 and Pending 2", st)
+	}
+	recs, err := s.Peek(10)
+	if err != nil || len(recs) != 2 || recs[0].Seq != 4 {
+		t.Fatalf("Peek after discard: %v, %v; want seq 4 and 5", recs, err)
+	}
+	_ = s.Close()
+	s2 := mustOpen(t, Config{Dir: dir})
+	if st := s2.Stats(); st.Dropped != 2 || st.Pending != 2 {
+		t.Fatalf("after reopen stats %+v, want Dropped 2 and Pending 2", st)
+	}
+}
