@@ -118,13 +118,30 @@ type EnrollCapabilities struct {
 	MemoryBytes        uint64 `json:"memory_bytes"`
 	ONNXRuntimeVersion string `json:"onnxruntime_version,omitempty"`
 	AgentVersion       string `json:"agent_version,omitempty"`
+	// FPGA is an FPGA agent's card; omitted for other kinds.
+	FPGA *EnrollFPGADevice `json:"fpga,omitempty"`
 }
 
-// CapabilitiesJSON converts c to its enrollment form (FPGA details are not
-// part of enrollment).
+// EnrollFPGADevice is the JSON form of agentv1.FPGADevice.
+type EnrollFPGADevice struct {
+	Name        string `json:"name"`
+	ArrayRows   uint32 `json:"array_rows"`
+	ArrayCols   uint32 `json:"array_cols"`
+	ClockMHz    uint32 `json:"clock_mhz"`
+	MemoryBytes uint64 `json:"memory_bytes"`
+	Firmware    string `json:"firmware"`
+}
+
+// CapabilitiesJSON converts c to its enrollment form, the card included
+// when c has one.
 func CapabilitiesJSON(c *agentv1.Capabilities) EnrollCapabilities {
-	return EnrollCapabilities{Kind: c.GetKind(), OS: c.GetOs(), Arch: c.GetArch(), CPUs: c.GetCpus(),
+	e := EnrollCapabilities{Kind: c.GetKind(), OS: c.GetOs(), Arch: c.GetArch(), CPUs: c.GetCpus(),
 		MemoryBytes: c.GetMemoryBytes(), ONNXRuntimeVersion: c.GetOnnxruntimeVersion(), AgentVersion: c.GetAgentVersion()}
+	if f := c.GetFpga(); f != nil {
+		e.FPGA = &EnrollFPGADevice{Name: f.GetName(), ArrayRows: f.GetArrayRows(), ArrayCols: f.GetArrayCols(),
+			ClockMHz: f.GetClockMhz(), MemoryBytes: f.GetMemoryBytes(), Firmware: f.GetFirmware()}
+	}
+	return e
 }
 
 type enrollResponse struct {

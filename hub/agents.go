@@ -45,8 +45,7 @@ const (
 )
 
 // Capabilities describe an agent's host, as it reports them at enrollment
-// and in its ONLINE presence (the JSON form of agentv1.Capabilities without
-// FPGA details).
+// and in its ONLINE presence (the JSON form of agentv1.Capabilities).
 type Capabilities struct {
 	Kind               string `json:"kind"`
 	OS                 string `json:"os"`
@@ -55,6 +54,19 @@ type Capabilities struct {
 	MemoryBytes        uint64 `json:"memory_bytes"`
 	ONNXRuntimeVersion string `json:"onnxruntime_version,omitempty"`
 	AgentVersion       string `json:"agent_version,omitempty"`
+	// FPGA is the card of an agent of kind fpga; nil for other kinds.
+	FPGA *FPGADevice `json:"fpga,omitempty"`
+}
+
+// FPGADevice describes an FPGA agent's card (agentv1.FPGADevice).
+type FPGADevice struct {
+	Name        string `json:"name"`
+	ArrayRows   uint32 `json:"array_rows"`
+	ArrayCols   uint32 `json:"array_cols"`
+	ClockMHz    uint32 `json:"clock_mhz"`
+	MemoryBytes uint64 `json:"memory_bytes"`
+	// Firmware is the card's firmware/bitstream id.
+	Firmware string `json:"firmware"`
 }
 
 // Agent is an enrolled agent.
@@ -176,7 +188,8 @@ func CheckLabels(labels map[string]string) error {
 }
 
 // CheckCapabilities validates what an enrolling agent reports: Kind must
-// be one of edge, container, fpga; strings at most 256 bytes.
+// be one of edge, container, fpga; strings at most 256 bytes; FPGA only
+// for kind fpga.
 func CheckCapabilities(c Capabilities) error {
 	switch c.Kind {
 	case KindEdge, KindContainer, KindFPGA:
@@ -186,6 +199,16 @@ func CheckCapabilities(c Capabilities) error {
 	for name, v := range map[string]string{"os": c.OS, "arch": c.Arch, "onnxruntime_version": c.ONNXRuntimeVersion, "agent_version": c.AgentVersion} {
 		if len(v) > 256 {
 			return fmt.Errorf("capabilities.%s: %d bytes exceed the limit of 256: %w", name, len(v), ErrInvalid)
+		}
+	}
+	if c.FPGA != nil {
+		if c.Kind != KindFPGA {
+			return fmt.Errorf("capabilities.fpga: given for kind %q; only agents of kind fpga have a card: %w", c.Kind, ErrInvalid)
+		}
+		for name, v := range map[string]string{"name": c.FPGA.Name, "firmware": c.FPGA.Firmware} {
+			if len(v) > 256 {
+				return fmt.Errorf("capabilities.fpga.%s: %d bytes exceed the limit of 256: %w", name, len(v), ErrInvalid)
+			}
 		}
 	}
 	return nil

@@ -279,6 +279,22 @@ func (s *Store) SetAgentPresence(ctx context.Context, id string, online bool, ca
 				}
 				caps = &c
 			}
+			if caps.FPGA == nil && caps.Kind == hub.KindFPGA {
+				// A presence that does not name the card keeps the one the
+				// agent reported before (at enrollment or in an earlier
+				// presence).
+				var stored string
+				err := tx.QueryRowContext(ctx, "SELECT capabilities FROM agents WHERE id = ?", id).Scan(&stored)
+				if err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return err
+				}
+				var old hub.Capabilities
+				if err == nil && json.Unmarshal([]byte(stored), &old) == nil && old.FPGA != nil {
+					c := *caps
+					c.FPGA = old.FPGA
+					caps = &c
+				}
+			}
 			cj, err := json.Marshal(caps)
 			if err != nil {
 				return err
