@@ -14,7 +14,13 @@
 //   - builds ModelRefs (per-chunk sha256) once per blob and chunk size, and
 //     caches them;
 //   - hands every ReportedState and Presence (retained ones and last wills
-//     included) to an Observer, in arrival order.
+//     included) to an Observer, in arrival order;
+//   - with Config.Telemetry set, decodes TelemetryUploads from
+//     atelier/v1/agents/+/telemetry and hands them to that TelemetrySink
+//     without blocking (retained, undecodable and overflowing uploads are
+//     dropped unacknowledged, so the agent resends them; malformed
+//     sequence numbers are refused with TelemetryAck.error), and publishes
+//     the sink's TelemetryAcks (AckTelemetry, QoS 1).
 //
 // It trusts the topic's agent id: the broker (hub/internal/broker with
 // AuthConfig) lets an agent publish only under its own id.
@@ -26,6 +32,6 @@
 // and the broker's retained message is what agents see).
 //
 // The package does not compute desired states from deployments, persist
-// anything, track heartbeats/offline timeouts, or ingest telemetry
-// (telemetry messages are not subscribed to).
+// anything, track heartbeats/offline timeouts, or store telemetry (the
+// sink does, and decides when to acknowledge).
 package fleet

@@ -61,6 +61,10 @@ type Config struct {
 	// Timeout bounds connecting and each publication's acknowledgement
 	// (default 10s).
 	Timeout time.Duration
+	// Telemetry, when set, receives agents' telemetry uploads (the fleet
+	// subscribes to atelier/v1/agents/+/telemetry only then); see
+	// TelemetrySink and AckTelemetry.
+	Telemetry TelemetrySink
 }
 
 func (c *Config) setDefaults() error {
@@ -128,6 +132,7 @@ type Fleet struct {
 	agents map[string]*agentState
 
 	refs refCache
+	tel  telemetryCounters
 }
 
 // New validates cfg and prepares the MQTT client; it does not connect.
@@ -178,6 +183,9 @@ func (f *Fleet) onConnect(c mqtt.Client) {
 		topics.All(topics.Reported):      1,
 		topics.All(topics.Presence):      1,
 		topics.All(topics.ChunksRequest): 1,
+	}
+	if f.cfg.Telemetry != nil {
+		subs[topics.All(topics.Telemetry)] = 1
 	}
 	for attempt := 1; ; attempt++ {
 		tok := c.SubscribeMultiple(subs, nil)
@@ -296,6 +304,10 @@ func (f *Fleet) dispatch(ctx context.Context, m mqtt.Message) {
 		case f.work <- chunkJob{agent: agent, req: &r}:
 		default:
 			f.log.Warn("fleet: chunk request queue full; request dropped", "agent", agent, "sha256", r.GetSha256(), "index", r.GetIndex())
+		}
+	case topics.Telemetry:
+		if f.cfg.Telemetry != nil {
+			f.dispatchTelemetry(ctx, agent, m)
 		}
 	}
 }

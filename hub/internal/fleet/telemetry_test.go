@@ -1,0 +1,168 @@
+package fleet
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"google.golang.org/protobuf/proto"
+
+	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+	"github.com/atelier-ml/atelier/proto/agent/v1/topics"
+)
+
+// sink records uploads; full makes it refuse them.
+type sink struct {
+	mu      sync.Mutex
+	full    bool
+	uploads []string // "agent:seq,seq"
+	got     chan struct{}
+}
+
+func (s *sink) OfferTelemetry(agent string, u *agentv1.TelemetryUpload) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.full {
+		return false
+	}
+	var seqs []string
+	for _, b := range u.GetBatches() {
+		seqs = append(seqs, strconv.FormatUint(b.GetSeq(), 10))
+	}
+	s.uploads = append(s.uploads, agent+":"+strings.Join(seqs, ","))
+	s.got <- struct{}{}
+	return true
+}
+
+// ackAgent is an agent's raw MQTT client subscribed to its telemetry acks.
+func (e *env) ackAgent(t *testing.T, id string) (*rawAgent, chan *agentv1.TelemetryAck) {
+	t.Helper()
+	ra := e.rawAgent(t, id)
+	acks := make(chan *agentv1.TelemetryAck, 16)
+	tok := ra.c.Subscribe(topics.Topic(id, topics.TelemetryAck), 1, func(_ mqtt.Client, m mqtt.Message) {
+		var a agentv1.TelemetryAck
+		if err := proto.Unmarshal(m.Payload(), &a); err != nil {
+			t.Errorf("undecodable ack: %v", err)
+			return
+		}
+		acks <- &a
+	})
+	if !tok.WaitTimeout(guard) || tok.Error() != nil {
+		t.Fatalf("subscribe acks: %v", tok.Error())
+	}
+	return ra, acks
+}
+
+func nextAck(t *testing.T, acks chan *agentv1.TelemetryAck) *agentv1.TelemetryAck {
+	t.Helper()
+	select {
+	case a := <-acks:
+		return a
+	case <-time.After(guard):
+		t.Fatal("no telemetry ack")
+		return nil
+	}
+}
+
+func upload(seqs ...uint64) *agentv1.TelemetryUpload {
+	u := &agentv1.TelemetryUpload{}
+	for _, s := range seqs {
+		u.Batches = append(u.Batches, &agentv1.TelemetryBatch{Seq: s})
+	}
+	return u
+}
+
+// TestTelemetryUploadsAndAcks: uploads reach the sink in order; the
+// sink's acks reach the agent; malformed sequence numbers are refused with
+// an error ack through the highest seq; retained, undecodable and
+// overflowing uploads are dropped unacknowledged and counted.
+func TestTelemetryUploadsAndAcks(t *testing.T) {
+	sk := &sink{got: make(chan struct{}, 16)}
+	e := newEnv(t, Config{Telemetry: sk})
+	ra, acks := e.ackAgent(t, "a1")
+	wait := func() {
+		t.Helper()
+		select {
+		case <-sk.got:
+		case <-time.After(guard):
+			t.Fatal("upload not handed to the sink")
+		}
+	}
+
+	ra.send(t, "a1", topics.Telemetry, upload(1, 2, 3))
+	ra.send(t, "a1", topics.Telemetry, upload(4))
+	wait()
+	wait()
+	sk.mu.Lock()
+	got := strings.Join(sk.uploads, " ")
+	sk.mu.Unlock()
+	if got != "a1:1,2,3 a1:4" {
+		t.Fatalf("sink got %q", got)
+	}
+	if err := e.fleet.AckTelemetry(context.Background(), TelemetryAck{Agent: "a1", ThroughSeq: 3}, TelemetryAck{Agent: "a1", ThroughSeq: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if a := nextAck(t, acks); a.GetThroughSeq() != 3 || a.GetError() != "" {
+		t.Fatalf("first ack %v", a)
+	}
+	if a := nextAck(t, acks); a.GetThroughSeq() != 4 {
+		t.Fatalf("second ack %v", a)
+	}
+
+	// Malformed sequence numbers: refused through the highest seq.
+	ra.send(t, "a1", topics.Telemetry, upload(7, 5))
+	a := nextAck(t, acks)
+	if a.GetThroughSeq() != 7 || !strings.Contains(a.GetError(), "batches[1].seq 5 after 7") {
+		t.Fatalf("refusal %v", a)
+	}
+	ra.send(t, "a1", topics.Telemetry, upload(0))
+	if a := nextAck(t, acks); a.GetThroughSeq() != 0 || !strings.Contains(a.GetError(), "batches[0].seq is 0") {
+		t.Fatalf("refusal of seq 0: %v", a)
+	}
+
+	// Undecodable, retained, and the sink full: dropped, not acked.
+	if tok := ra.c.Publish(topics.Topic("a1", topics.Telemetry), 1, false, []byte{0xff, 0xff, 0xff}); !tok.WaitTimeout(guard) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	b, _ := proto.Marshal(upload(8))
+	if tok := ra.c.Publish(topics.Topic("a1", topics.Telemetry), 1, true, b); !tok.WaitTimeout(guard) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	sk.mu.Lock()
+	sk.full = true
+	sk.mu.Unlock()
+	ra.send(t, "a1", topics.Telemetry, upload(9))
+	// A marker: an upload refused (acked) after the three drops proves
+	// they were dispatched (one goroutine, in order).
+	ra.send(t, "a1", topics.Telemetry, upload(0))
+	nextAck(t, acks)
+	st := e.fleet.TelemetryStats()
+	if st != (TelemetryCounters{Received: 2, Dropped: 3, Refused: 3}) {
+		t.Fatalf("counters %+v, want 2 received, 3 dropped, 3 refused", st)
+	}
+	select {
+	case a := <-acks:
+		t.Fatalf("unexpected ack %v", a)
+	default:
+	}
+	// Clear the retained message.
+	ra.c.Publish(topics.Topic("a1", topics.Telemetry), 1, true, nil).WaitTimeout(guard)
+}
+
+// TestAckTelemetryInvalidAgent: an invalid agent id is an error naming it;
+// the other acks are still published.
+func TestAckTelemetryInvalidAgent(t *testing.T) {
+	e := newEnv(t, Config{Telemetry: &sink{got: make(chan struct{}, 1)}})
+	_, acks := e.ackAgent(t, "a2")
+	err := e.fleet.AckTelemetry(context.Background(), TelemetryAck{Agent: "Bad/Id", ThroughSeq: 1}, TelemetryAck{Agent: "a2", ThroughSeq: 5})
+	if err == nil || !strings.Contains(err.Error(), `"Bad/Id"`) {
+		t.Fatalf("err %v", err)
+	}
+	if a := nextAck(t, acks); a.GetThroughSeq() != 5 {
+		t.Fatalf("ack %v", a)
+	}
+}
