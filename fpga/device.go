@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/atelier-ml/atelier/fpga/internal/wire"
 )
 
 // Info describes a card.
@@ -192,6 +194,96 @@ func (d *Device) Execute(ctx context.Context, p Program, iterations int, args ..
 		return RunStats{}, err
 	}
 	return d.Wait(ctx, r)
+}
+
+// MaxJobCopies bounds a Job's copies in each direction.
+const MaxJobCopies = wire.MaxSubmitCopies
+
+// Copy is one host↔device copy of a Job: Data is written to, or filled
+// from, buffer Buf at offset Off.
+type Copy struct {
+	Buf  Buffer
+	Off  uint64
+	Data []byte
+}
+
+// Job is one inference as a single submission: write every Writes copy,
+// run Program Iterations times with kernel arguments R1.. = Args, wait for
+// it (ctx's deadline is the device-side deadline, as for Wait), then fill
+// every Reads copy — what XRT does with buffer syncs and a run on one
+// command queue. The Job and its slices are the caller's; a transport
+// does not keep them after Submit returns.
+type Job struct {
+	Program    Program
+	Iterations int
+	Args       []uint64
+	Writes     []Copy
+	Reads      []Copy
+}
+
+// Submitter is an optional Transport method: Submit carries a whole Job
+// in one exchange with the card, failing like the equivalent Write, Start,
+// Wait and Read calls would (a *DeviceError whose Op names the step that
+// failed: "write", "start", "wait" or "read"). Device checks the job
+// first (copies inside their buffers, argument and copy counts).
+// Transports without it get the calls one by one.
+type Submitter interface {
+	Submit(ctx context.Context, j *Job) (RunStats, error)
+}
+
+// Submit runs a job: copies in, the kernel, its wait and copies out, in
+// one round trip when the transport and the card support it (the Unix
+// transport does with a device of protocol revision 2) and as Write,
+// Start, Wait and Read calls otherwise. Errors are those of the separate
+// calls, from the first step that failed; Reads' Data is unspecified after
+// an error. Safe for concurrent use like every Device method.
+func (d *Device) Submit(ctx context.Context, j *Job) (RunStats, error) {
+	if len(j.Args) > 7 {
+		return RunStats{}, &DeviceError{Op: "start", Detail: fmt.Sprintf("%d kernel arguments, at most 7", len(j.Args)), Err: ErrProtocol}
+	}
+	if j.Iterations < 1 || j.Iterations > 1<<31 {
+		return RunStats{}, &DeviceError{Op: "start", Detail: fmt.Sprintf("%d iterations, want >= 1", j.Iterations), Err: ErrProtocol}
+	}
+	if len(j.Writes) > MaxJobCopies || len(j.Reads) > MaxJobCopies {
+		return RunStats{}, &DeviceError{Op: "submit", Detail: fmt.Sprintf("%d writes and %d reads, at most %d each", len(j.Writes), len(j.Reads), MaxJobCopies), Err: ErrProtocol}
+	}
+	for i, c := range j.Writes {
+		if c.Off+uint64(len(c.Data)) > c.Buf.Size || c.Off+uint64(len(c.Data)) < c.Off {
+			return RunStats{}, &DeviceError{Op: "write", Detail: fmt.Sprintf("job write %d: [%d, %d) outside the %d-byte buffer", i, c.Off, c.Off+uint64(len(c.Data)), c.Buf.Size), Err: ErrBadAddress}
+		}
+	}
+	for i, c := range j.Reads {
+		if c.Off+uint64(len(c.Data)) > c.Buf.Size || c.Off+uint64(len(c.Data)) < c.Off {
+			return RunStats{}, &DeviceError{Op: "read", Detail: fmt.Sprintf("job read %d: [%d, %d) outside the %d-byte buffer", i, c.Off, c.Off+uint64(len(c.Data)), c.Buf.Size), Err: ErrBadAddress}
+		}
+	}
+	if s, ok := d.t.(Submitter); ok {
+		return s.Submit(ctx, j)
+	}
+	return submitSeparately(ctx, d.t, j)
+}
+
+// submitSeparately runs a checked job as separate transport calls.
+func submitSeparately(ctx context.Context, t Transport, j *Job) (RunStats, error) {
+	for _, c := range j.Writes {
+		if err := t.Write(ctx, c.Buf.Addr+c.Off, c.Data); err != nil {
+			return RunStats{}, err
+		}
+	}
+	run, err := t.Start(ctx, j.Program.ID, uint32(j.Iterations), j.Args)
+	if err != nil {
+		return RunStats{}, err
+	}
+	st, err := t.Wait(ctx, run)
+	if err != nil {
+		return RunStats{}, err
+	}
+	for _, c := range j.Reads {
+		if err := t.Read(ctx, c.Buf.Addr+c.Off, c.Data); err != nil {
+			return RunStats{}, err
+		}
+	}
+	return st, nil
 }
 
 // Reset resets the card: every program, buffer and run is gone.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,8 +19,9 @@ import (
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // serve starts an emulated card on a Unix socket in a temp dir and returns
-// the card (for direct fault injection) and its target.
-func serve(t *testing.T, cfg emu.Config) (*emu.Device, string, context.CancelFunc) {
+// the card (for direct fault injection), its target and a stop function
+// that returns once the server has closed its socket and connections.
+func serve(t testing.TB, cfg emu.Config) (*emu.Device, string, func()) {
 	t.Helper()
 	dev, err := emu.NewDevice(cfg)
 	if err != nil {
@@ -33,16 +35,20 @@ func serve(t *testing.T, cfg emu.Config) (*emu.Device, string, context.CancelFun
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- emu.ServeDevice(ctx, l, dev, quiet()) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return dev, "unix:" + sock, cancel
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return dev, "unix:" + sock, stop
 }
 
-func open(t *testing.T, target string) *fpga.Device {
+func open(t testing.TB, target string) *fpga.Device {
 	t.Helper()
 	d, err := fpga.Open(context.Background(), target, fpga.Config{}, quiet())
 	if err != nil {

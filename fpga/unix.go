@@ -1,6 +1,8 @@
 package fpga
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,18 +16,36 @@ import (
 
 // unixTransport speaks the device protocol over one Unix-socket
 // connection, one request at a time. A broken connection (I/O error,
-// canceled call) is dropped and redialed on the next call.
+// canceled call) is dropped and redialed on the next call. Each new
+// connection starts with OpHello; a device that does not know it (protocol
+// revision 1) gets no OpSubmit: Submit then sends the job's requests one
+// by one.
+//
+// Frames are built in and read into buffers kept across calls (under mu),
+// written with one Write and read through a bufio.Reader, so a request
+// costs one write and, usually, one read system call.
 type unixTransport struct {
 	path string
 	cfg  Config
 
 	mu     sync.Mutex
 	conn   net.Conn
+	br     *bufio.Reader
+	caps   uint32 // negotiated with the device on this connection
 	nextID uint32
 	closed bool
+	wbuf   []byte
+	rbuf   []byte
+	sub    wire.Submit
 }
 
-var _ Transport = (*unixTransport)(nil)
+var (
+	_ Transport = (*unixTransport)(nil)
+	_ Submitter = (*unixTransport)(nil)
+)
+
+// bufKeep bounds the frame buffers kept between calls.
+const bufKeep = 1 << 20
 
 func newUnixTransport(path string, cfg Config) *unixTransport {
 	if cfg.DialTimeout <= 0 {
@@ -43,10 +63,18 @@ func (t *unixTransport) Close() error {
 	t.closed = true
 	if t.conn != nil {
 		err := t.conn.Close()
-		t.conn = nil
+		t.drop()
 		return err
 	}
 	return nil
+}
+
+// drop forgets the connection (closing it); mu held.
+func (t *unixTransport) drop() {
+	if t.conn != nil {
+		t.conn.Close()
+	}
+	t.conn, t.br, t.caps = nil, nil, 0
 }
 
 var statusErr = map[wire.Status]error{
@@ -64,73 +92,133 @@ var statusErr = map[wire.Status]error{
 	wire.StatusExecFault:        ErrExec,
 }
 
-// call sends one request and returns the response payload. extra extends
-// the I/O deadline beyond ctx's (for Wait, which blocks on the device).
-func (t *unixTransport) call(ctx context.Context, op wire.Op, payload []byte) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
+func sentinelOf(s wire.Status) error {
+	if e := statusErr[s]; e != nil {
+		return e
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	return ErrProtocol
+}
+
+// connect dials and negotiates if there is no connection; mu held.
+func (t *unixTransport) connect(ctx context.Context, op wire.Op) error {
 	if t.closed {
-		return nil, &DeviceError{Op: op.String(), Detail: "transport closed", Err: ErrDeviceLost}
+		return &DeviceError{Op: op.String(), Detail: "transport closed", Err: ErrDeviceLost}
 	}
-	if t.conn == nil {
-		dctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
-		var d net.Dialer
-		c, err := d.DialContext(dctx, "unix", t.path)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, &DeviceError{Op: op.String(), Detail: fmt.Sprintf("device unreachable: %v", err), Err: ErrDeviceLost}
+	if t.conn != nil {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
+	var d net.Dialer
+	c, err := d.DialContext(dctx, "unix", t.path)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		t.conn = c
+		return &DeviceError{Op: op.String(), Detail: fmt.Sprintf("device unreachable: %v", err), Err: ErrDeviceLost}
 	}
+	t.conn, t.br = c, bufio.NewReaderSize(c, 64<<10)
+	resp, err := t.exchange(ctx, wire.OpHello, func(b []byte) []byte {
+		return wire.AppendHello(b, wire.Hello{Revision: wire.Revision, Capabilities: wire.CapSubmit})
+	})
+	if err != nil {
+		return err // exchange dropped the connection
+	}
+	switch resp.Status {
+	case wire.StatusOK:
+		h, err := wire.DecodeHello(resp.Payload)
+		if err == nil && h.Revision < 2 {
+			err = fmt.Errorf("device answers hello with protocol revision %d, want >= 2", h.Revision)
+		}
+		if err != nil {
+			t.drop()
+			return &DeviceError{Op: "hello", Detail: err.Error(), Err: ErrProtocol}
+		}
+		t.caps = h.Capabilities & wire.CapSubmit
+	case wire.StatusBadRequest:
+		t.caps = 0 // revision 1: no hello, no fused submit; the connection stays usable
+	default:
+		t.drop()
+		return &DeviceError{Op: "hello", Detail: string(resp.Payload), Err: sentinelOf(resp.Status)}
+	}
+	return nil
+}
+
+// exchange sends one request whose payload build appends to a frame
+// buffer, and reads the response into the transport's read buffer (valid
+// until the next exchange). mu held and connected. I/O failures drop the
+// connection and come back as *DeviceError (or ctx's error); an error
+// status is for the caller to interpret.
+func (t *unixTransport) exchange(ctx context.Context, op wire.Op, build func([]byte) []byte) (wire.Frame, error) {
 	c := t.conn
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl.Add(2 * time.Second)) // the device answers a wait at its deadline; leave it time to say so
 	} else {
 		c.SetDeadline(time.Time{})
 	}
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+		defer stop()
+	}
 	t.nextID++
 	id := t.nextID
-	err := wire.WriteFrame(c, wire.Frame{Op: op, ID: id, Payload: payload})
+	b := wire.BeginFrame(t.wbuf[:0], op, wire.StatusOK, id)
+	if build != nil {
+		b = build(b)
+	}
+	err := wire.EndFrame(b)
+	if err == nil {
+		_, err = c.Write(b)
+	}
+	if cap(b) <= bufKeep {
+		t.wbuf = b[:0]
+	}
 	var resp wire.Frame
 	if err == nil {
-		resp, err = wire.ReadFrame(c)
+		resp, err = wire.ReadFrameBuf(t.br, t.rbuf)
+		if err == nil && cap(resp.Payload) <= bufKeep {
+			t.rbuf = resp.Payload[:0]
+		}
 	}
 	if err != nil {
-		c.Close()
-		t.conn = nil
+		t.drop()
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return wire.Frame{}, ctx.Err()
 		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			return nil, &DeviceError{Op: op.String(), Detail: fmt.Sprintf("no answer: %v", err), Err: ErrTimeout}
+			return wire.Frame{}, &DeviceError{Op: op.String(), Detail: fmt.Sprintf("no answer: %v", err), Err: ErrTimeout}
 		}
 		if errors.Is(err, wire.ErrMalformed) {
-			return nil, &DeviceError{Op: op.String(), Detail: err.Error(), Err: ErrProtocol}
+			return wire.Frame{}, &DeviceError{Op: op.String(), Detail: err.Error(), Err: ErrProtocol}
 		}
-		return nil, &DeviceError{Op: op.String(), Detail: fmt.Sprintf("connection failed: %v", err), Err: ErrDeviceLost}
+		return wire.Frame{}, &DeviceError{Op: op.String(), Detail: fmt.Sprintf("connection failed: %v", err), Err: ErrDeviceLost}
 	}
 	if resp.ID != id || resp.Op != op {
-		c.Close()
-		t.conn = nil
-		return nil, &DeviceError{Op: op.String(), Detail: fmt.Sprintf("response to %s #%d, want %s #%d", resp.Op, resp.ID, op, id), Err: ErrProtocol}
+		t.drop()
+		return wire.Frame{}, &DeviceError{Op: op.String(), Detail: fmt.Sprintf("response to %s #%d, want %s #%d", resp.Op, resp.ID, op, id), Err: ErrProtocol}
+	}
+	return resp, nil
+}
+
+// call sends one request and returns a copy of the response payload.
+func (t *unixTransport) call(ctx context.Context, op wire.Op, payload []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.connect(ctx, op); err != nil {
+		return nil, err
+	}
+	resp, err := t.exchange(ctx, op, func(b []byte) []byte { return append(b, payload...) })
+	if err != nil {
+		return nil, err
 	}
 	if resp.Status != wire.StatusOK {
-		sentinel := statusErr[resp.Status]
-		if sentinel == nil {
-			sentinel = ErrProtocol
-		}
-		return nil, &DeviceError{Op: op.String(), Detail: string(resp.Payload), Err: sentinel}
+		return nil, &DeviceError{Op: op.String(), Detail: string(resp.Payload), Err: sentinelOf(resp.Status)}
 	}
-	return resp.Payload, nil
+	return bytes.Clone(resp.Payload), nil
 }
 
 func decodeErr(op wire.Op, err error) error {
@@ -264,14 +352,10 @@ func (t *unixTransport) Start(ctx context.Context, program, iterations uint32, a
 }
 
 func (t *unixTransport) Wait(ctx context.Context, run uint32) (RunStats, error) {
-	timeout := t.cfg.WaitTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	ms := max(timeout.Milliseconds(), 1)
+	timeout, ms := t.waitTimeout(ctx)
 	var e wire.Enc
 	e.U32(run)
-	e.U32(uint32(min(ms, 1<<31)))
+	e.U32(ms)
 	b, err := t.call(ctx, wire.OpWait, e.B)
 	if errors.Is(err, context.DeadlineExceeded) {
 		// The device answers at the same deadline; whichever side noticed
@@ -300,4 +384,96 @@ func (t *unixTransport) InjectFault(ctx context.Context, f Fault, after uint32) 
 	e.U32(after)
 	_, err := t.call(ctx, wire.OpInject, e.B)
 	return err
+}
+
+// waitTimeout is the device-side wait deadline for ctx.
+func (t *unixTransport) waitTimeout(ctx context.Context) (time.Duration, uint32) {
+	timeout := t.cfg.WaitTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	return timeout, uint32(min(max(timeout.Milliseconds(), 1), 1<<31))
+}
+
+// Submit sends the whole job as one OpSubmit when the device negotiated
+// CapSubmit, and as separate requests otherwise.
+func (t *unixTransport) Submit(ctx context.Context, j *Job) (RunStats, error) {
+	timeout, ms := t.waitTimeout(ctx)
+	timedOut := func() error {
+		return &DeviceError{Op: "wait", Detail: fmt.Sprintf("job of program %d not finished after %v", j.Program.ID, timeout), Err: ErrTimeout}
+	}
+	if err := ctx.Err(); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return RunStats{}, timedOut()
+		}
+		return RunStats{}, err
+	}
+	t.mu.Lock()
+	if err := t.connect(ctx, wire.OpSubmit); err != nil {
+		t.mu.Unlock()
+		if errors.Is(err, context.DeadlineExceeded) {
+			return RunStats{}, timedOut()
+		}
+		return RunStats{}, err
+	}
+	if t.caps&wire.CapSubmit == 0 {
+		t.mu.Unlock()
+		return submitSeparately(ctx, t, j)
+	}
+	defer t.mu.Unlock()
+	s := &t.sub
+	*s = wire.Submit{Program: j.Program.ID, Iterations: uint32(j.Iterations), TimeoutMs: ms, Writes: s.Writes[:0], Reads: s.Reads[:0]}
+	copy(s.Args[:], j.Args)
+	for _, c := range j.Writes {
+		s.Writes = append(s.Writes, wire.Copy{Addr: c.Buf.Addr + c.Off, Len: uint32(len(c.Data)), Data: c.Data})
+	}
+	for _, c := range j.Reads {
+		s.Reads = append(s.Reads, wire.Copy{Addr: c.Buf.Addr + c.Off, Len: uint32(len(c.Data))})
+	}
+	resp, err := t.exchange(ctx, wire.OpSubmit, func(b []byte) []byte { return wire.AppendSubmit(b, s) })
+	for i := range s.Writes {
+		s.Writes[i].Data = nil // do not keep the caller's memory
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return RunStats{}, timedOut()
+	}
+	if err != nil {
+		return RunStats{}, err
+	}
+	if resp.Status != wire.StatusOK {
+		step, i, msg, derr := wire.DecodeSubmitError(resp.Payload)
+		if derr != nil {
+			return RunStats{}, decodeErr(wire.OpSubmit, derr)
+		}
+		if (step == wire.StepWrite && i >= len(j.Writes)) || (step == wire.StepRead && i >= len(j.Reads)) {
+			return RunStats{}, decodeErr(wire.OpSubmit, fmt.Errorf("error for %s %d of a job with %d writes and %d reads: %s", step, i, len(j.Writes), len(j.Reads), msg))
+		}
+		return RunStats{}, &DeviceError{Op: step.String(), Detail: msg, Err: sentinelOf(resp.Status)}
+	}
+	d := wire.NewDec(resp.Payload)
+	st := RunStats{Cycles: d.U64("cycles"), DeviceTime: time.Duration(d.U64("device_ns"))}
+	for i, c := range j.Writes {
+		sum := d.U32("write crc")
+		if d.Err() != nil {
+			break
+		}
+		if want := crc32.ChecksumIEEE(c.Data); sum != want {
+			return RunStats{}, &DeviceError{Op: "write", Detail: fmt.Sprintf("submit write %d: %d bytes at %#x: device stored crc %#08x, sent %#08x", i, len(c.Data), c.Buf.Addr+c.Off, sum, want), Err: ErrDMA}
+		}
+	}
+	for i, c := range j.Reads {
+		sum := d.U32("read crc")
+		data := d.Fixed(len(c.Data), "read data")
+		if d.Err() != nil {
+			break
+		}
+		if got := crc32.ChecksumIEEE(data); got != sum {
+			return RunStats{}, &DeviceError{Op: "read", Detail: fmt.Sprintf("submit read %d: %d bytes at %#x: received crc %#08x, device sent %#08x", i, len(c.Data), c.Buf.Addr+c.Off, got, sum), Err: ErrDMA}
+		}
+		copy(c.Data, data)
+	}
+	if err := d.Done(); err != nil {
+		return RunStats{}, decodeErr(wire.OpSubmit, err)
+	}
+	return st, nil
 }

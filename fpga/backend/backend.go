@@ -69,6 +69,10 @@ type Runner struct {
 	loaded   bool
 	fallback *ort.Runner
 	stats    Stats
+	// Reused by deviceOnce (under mu): quantized input, raw output and
+	// the job that carries them.
+	inBuf, rawBuf []byte
+	job           fpga.Job
 }
 
 // Open compiles model for dev's card, loads the program and opens the CPU
@@ -228,29 +232,47 @@ func (r *Runner) deviceOnce(ctx context.Context, x []float32, n int) ([]float32,
 	for _, d := range p.OutputDims {
 		perOut *= int(d)
 	}
-	out := make([]float32, 0, n*perOut)
+	var out []float32
+	if n > per || n == 0 {
+		out = make([]float32, 0, n*perOut)
+	}
 	for s0 := 0; s0 < n; s0 += per {
 		cnt := min(per, n-s0)
 		iters := (cnt + p.Batch - 1) / p.Batch
-		in := make([]byte, iters*p.Batch*p.InBytes) // zero padding for the last iteration
+		in := grow(&r.inBuf, iters*p.Batch*p.InBytes)
+		clear(in[cnt*p.InBytes:]) // zero padding for the last iteration
 		p.QuantizeInput(x[s0*p.InBytes:(s0+cnt)*p.InBytes], in)
-		if err := r.dev.Write(ctx, r.in, 0, in); err != nil {
-			return nil, err
-		}
-		st, err := r.dev.Execute(ctx, r.prog, iters, r.in.Addr, r.out.Addr)
+		raw := grow(&r.rawBuf, cnt*p.OutBytes)
+		// One submission: input copy, kernel, wait and output copy in a
+		// single round trip to the card.
+		j := &r.job
+		j.Program, j.Iterations = r.prog, iters
+		j.Args = append(j.Args[:0], r.in.Addr, r.out.Addr)
+		j.Writes = append(j.Writes[:0], fpga.Copy{Buf: r.in, Data: in})
+		j.Reads = append(j.Reads[:0], fpga.Copy{Buf: r.out, Data: raw})
+		st, err := r.dev.Submit(ctx, j)
+		j.Writes[0].Data, j.Reads[0].Data = nil, nil
 		if err != nil {
 			return nil, err
 		}
 		r.stats.Kernels++
 		r.stats.Cycles += st.Cycles
 		r.stats.DeviceTime += st.DeviceTime
-		raw := make([]byte, cnt*p.OutBytes)
-		if err := r.dev.Read(ctx, r.out, 0, raw); err != nil {
-			return nil, err
+		deq := p.DequantizeOutput(raw, cnt)
+		if n <= per {
+			return deq, nil
 		}
-		out = append(out, p.DequantizeOutput(raw, cnt)...)
+		out = append(out, deq...)
 	}
 	return out, nil
+}
+
+// grow returns (*b)[:n], reallocating *b when it is too small.
+func grow(b *[]byte, n int) []byte {
+	if cap(*b) < n {
+		*b = make([]byte, n)
+	}
+	return (*b)[:n]
 }
 
 // finish runs the CPU suffix (if any) and assembles the outputs.

@@ -385,6 +385,12 @@ func (d *Device) Write(addr uint64, data []byte) (uint32, error) {
 // Read copies n bytes from DRAM at addr. The CRC is of the stored bytes;
 // a bit-flip fault corrupts the returned copy after the CRC is taken.
 func (d *Device) Read(addr uint64, n int) ([]byte, uint32, error) {
+	return d.readAppend(nil, addr, n)
+}
+
+// readAppend is Read appending the bytes to dst (the protocol handler
+// reads into its reused response buffer).
+func (d *Device) readAppend(dst []byte, addr uint64, n int) ([]byte, uint32, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	f, err := d.begin(FaultDMATimeout, FaultBitFlip)
@@ -398,10 +404,11 @@ func (d *Device) Read(addr uint64, n int) ([]byte, uint32, error) {
 	if f == FaultDMATimeout {
 		return nil, 0, fmt.Errorf("read %d bytes at %#x: %w", n, addr, ErrDMATimeout)
 	}
-	out := append([]byte(nil), src...)
-	sum := crc32.ChecksumIEEE(out)
-	if f == FaultBitFlip && len(out) > 0 {
-		out[len(out)/2] ^= 0x10
+	base := len(dst)
+	out := append(dst, src...)
+	sum := crc32.ChecksumIEEE(out[base:])
+	if f == FaultBitFlip && len(out) > base {
+		out[base+(len(out)-base)/2] ^= 0x10
 	}
 	return out, sum, nil
 }

@@ -1,7 +1,9 @@
 package emu
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -102,23 +104,44 @@ func ListenUnix(path string) (net.Listener, error) {
 	return l, nil
 }
 
+// connBufMax bounds the request and response buffers a connection keeps
+// between requests; a larger frame (a program image, a big copy) gets
+// buffers of its own that are dropped afterwards.
+const connBufMax = 1 << 20
+
 func serveConn(c net.Conn, dev *Device, log *slog.Logger) {
+	// One buffered read per request in the common case and one write per
+	// response, both into buffers reused across requests.
+	br := bufio.NewReaderSize(c, 64<<10)
+	var rbuf, wbuf []byte
+	var sc scratch
 	for {
-		f, err := wire.ReadFrame(c)
+		f, err := wire.ReadFrameBuf(br, rbuf)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				log.Warn("fpga emulator: dropping connection", "err", err)
 			}
 			return
 		}
-		resp := handle(dev, f)
-		resp.Op, resp.ID = f.Op, f.ID
-		if resp.Status != wire.StatusOK {
-			log.Debug("fpga emulator request failed", "op", f.Op.String(), "id", f.ID, "status", resp.Status, "err", string(resp.Payload))
+		if cap(f.Payload) <= connBufMax {
+			rbuf = f.Payload[:0]
 		}
-		if err := wire.WriteFrame(c, resp); err != nil {
+		b := wire.BeginFrame(wbuf[:0], f.Op, wire.StatusOK, f.ID)
+		status, b := handleInto(dev, f, b, &sc)
+		wire.SetStatus(b, status)
+		if status != wire.StatusOK {
+			log.Debug("fpga emulator request failed", "op", f.Op.String(), "id", f.ID, "status", status, "err", string(b[wire.HeaderSize:]))
+		}
+		if err := wire.EndFrame(b); err != nil {
 			log.Warn("fpga emulator: write response", "err", err)
 			return
+		}
+		if _, err := c.Write(b); err != nil {
+			log.Warn("fpga emulator: write response", "err", err)
+			return
+		}
+		if cap(b) <= connBufMax {
+			wbuf = b[:0]
 		}
 	}
 }
@@ -154,11 +177,88 @@ func statusOf(err error) wire.Status {
 	return wire.StatusInternal
 }
 
+// scratch is per-connection state reused across requests.
+type scratch struct {
+	submit wire.Submit
+}
+
+// handle answers one request; the response's Op and ID are left to the
+// caller.
+func handle(dev *Device, f wire.Frame) wire.Frame {
+	status, b := handleInto(dev, f, nil, &scratch{})
+	return wire.Frame{Status: status, Payload: b}
+}
+
+// handleInto appends the response payload for f to out and returns the
+// status; on failure the payload is the error message (for OpSubmit
+// prefixed by the failed step, see wire.AppendSubmitError).
+func handleInto(dev *Device, f wire.Frame, out []byte, sc *scratch) (wire.Status, []byte) {
+	switch f.Op {
+	case wire.OpSubmit:
+		return submit(dev, f.Payload, out, sc)
+	case wire.OpHello:
+		h, err := wire.DecodeHello(f.Payload)
+		if err == nil && h.Revision < 1 {
+			err = fmt.Errorf("hello: protocol revision %d, this device speaks 1..%d: %w", h.Revision, wire.Revision, wire.ErrMalformed)
+		}
+		if err != nil {
+			return wire.StatusBadRequest, append(out, fmt.Sprintf("hello: %v", err)...)
+		}
+		return wire.StatusOK, wire.AppendHello(out, wire.Hello{Revision: wire.Revision, Capabilities: wire.CapSubmit})
+	}
+	resp := handleOne(dev, f)
+	return resp.Status, append(out, resp.Payload...)
+}
+
+// submit executes an OpSubmit: the same device requests a host would send
+// one by one (each write, start, wait, each read), so fault injection
+// counts and fires exactly as for separate requests. It stops at the first
+// failure and reports its step.
+func submit(dev *Device, p []byte, out []byte, sc *scratch) (wire.Status, []byte) {
+	base := len(out)
+	head := out // what precedes the payload (a frame header); out grows below
+	failAt := func(step wire.SubmitStep, i int, err error) (wire.Status, []byte) {
+		return statusOf(err), wire.AppendSubmitError(head[:base], step, i, err.Error())
+	}
+	s := &sc.submit
+	if err := wire.DecodeSubmit(p, s); err != nil {
+		return failAt(wire.StepRequest, 0, err)
+	}
+	out = append(out, make([]byte, 16)...) // cycles and device ns, filled after the wait
+	for i, w := range s.Writes {
+		sum, err := dev.Write(w.Addr, w.Data)
+		if err != nil {
+			return failAt(wire.StepWrite, i, err)
+		}
+		out = binary.LittleEndian.AppendUint32(out, sum)
+	}
+	rid, err := dev.Start(s.Program, s.Iterations, s.Args)
+	if err != nil {
+		return failAt(wire.StepStart, 0, err)
+	}
+	cycles, err := dev.Wait(rid, min(time.Duration(s.TimeoutMs)*time.Millisecond, MaxWait))
+	if err != nil {
+		return failAt(wire.StepWait, 0, err)
+	}
+	binary.LittleEndian.PutUint64(out[base:], cycles)
+	binary.LittleEndian.PutUint64(out[base+8:], uint64(dev.DeviceTime(cycles)))
+	for i, r := range s.Reads {
+		at := len(out)
+		out = append(out, 0, 0, 0, 0)
+		var sum uint32
+		if out, sum, err = dev.readAppend(out, r.Addr, int(r.Len)); err != nil {
+			return failAt(wire.StepRead, i, err)
+		}
+		binary.LittleEndian.PutUint32(out[at:], sum)
+	}
+	return wire.StatusOK, out
+}
+
 func fail(err error) wire.Frame {
 	return wire.Frame{Status: statusOf(err), Payload: []byte(err.Error())}
 }
 
-func handle(dev *Device, f wire.Frame) wire.Frame {
+func handleOne(dev *Device, f wire.Frame) wire.Frame {
 	d := wire.NewDec(f.Payload)
 	var e wire.Enc
 	var err error

@@ -8,9 +8,10 @@
 //
 //   - device_us_per_inference: the card's modelled time (cycles / clock)
 //     for one single-sample request;
-//   - shim_overhead_us: p50 wall time of one write + start + wait + read
-//     round trip through the shim and the Unix socket with a one-instruction
-//     program — what the host stack costs around the device;
+//   - shim_overhead_us: p50 wall time of one submitted job (input copy,
+//     start, wait, output copy: what the backend does per inference) through
+//     the shim and the Unix socket with a one-instruction program — what
+//     the host stack costs around the device;
 //   - fpga_run_p50_us: p50 wall time of a single-sample backend Run
 //     (quantize, copies, kernel in the emulator, dequantize);
 //   - cpu_ort_us_per_inference: p50 of ONNX Runtime on the same model;

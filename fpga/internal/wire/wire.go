@@ -7,8 +7,48 @@ import (
 	"math"
 )
 
-// Version is the protocol version.
+// Version is the framing version carried in every frame header. It has
+// not changed since the first protocol; what a device can do beyond the
+// first protocol is negotiated with OpHello (see Revision).
 const Version = 1
+
+// Revision is the protocol revision this package speaks: 1 is the
+// original eleven operations, 2 adds OpHello and OpSubmit. A peer that
+// answers OpHello with StatusBadRequest speaks revision 1.
+const Revision = 2
+
+// Capability bits, exchanged by OpHello.
+const (
+	// CapSubmit: the device executes OpSubmit (copies in, kernel run,
+	// wait, copies out in one request).
+	CapSubmit uint32 = 1 << 0
+)
+
+// MaxSubmitCopies bounds the copies in each direction of one OpSubmit.
+const MaxSubmitCopies = 16
+
+// SubmitStep names the part of an OpSubmit request that failed; an error
+// response to OpSubmit starts with the step (u8) and the index of the copy
+// (u8, 0 for start and wait) before the message.
+type SubmitStep uint8
+
+// The steps.
+const (
+	StepRequest SubmitStep = iota // the request itself (malformed)
+	StepWrite
+	StepStart
+	StepWait
+	StepRead
+)
+
+var stepNames = [...]string{"submit", "write", "start", "wait", "read"}
+
+func (s SubmitStep) String() string {
+	if int(s) < len(stepNames) {
+		return stepNames[s]
+	}
+	return fmt.Sprintf("step(%d)", uint8(s))
+}
 
 // MaxFrame bounds a frame's length (payload plus 8 header bytes).
 const MaxFrame = 256 << 20
@@ -29,10 +69,15 @@ const (
 	OpWait
 	OpReset
 	OpInject
+	// OpHello negotiates the revision and capabilities (revision 2).
+	OpHello
+	// OpSubmit is a fused inference: copies to the device, a kernel run,
+	// its wait and copies back, in one request (revision 2, CapSubmit).
+	OpSubmit
 	opMax
 )
 
-var opNames = [...]string{"", "info", "load_program", "unload_program", "alloc", "free", "write", "read", "start", "wait", "reset", "inject"}
+var opNames = [...]string{"", "info", "load_program", "unload_program", "alloc", "free", "write", "read", "start", "wait", "reset", "inject", "hello", "submit"}
 
 func (o Op) String() string {
 	if o > 0 && o < opMax {
@@ -73,25 +118,63 @@ type Frame struct {
 	Payload []byte
 }
 
+// HeaderSize is the bytes of a frame before its payload.
+const HeaderSize = 12
+
+// BeginFrame appends a frame header for (op, status, id) to b; append the
+// payload after it and finish with EndFrame. Building a frame this way in
+// a reused buffer lets a sender write it with one call and no allocation.
+func BeginFrame(b []byte, op Op, status Status, id uint32) []byte {
+	b = append(b, 0, 0, 0, 0, Version, byte(op), 0, 0, 0, 0, 0, 0)
+	h := b[len(b)-HeaderSize:]
+	binary.LittleEndian.PutUint16(h[6:], uint16(status))
+	binary.LittleEndian.PutUint32(h[8:], id)
+	return b
+}
+
+// EndFrame sets the length of the frame that starts at frame[0] (built by
+// BeginFrame and appends). It fails if the payload is too long.
+func EndFrame(frame []byte) error {
+	if len(frame) < HeaderSize {
+		return fmt.Errorf("end frame: %d bytes, shorter than a header: %w", len(frame), ErrMalformed)
+	}
+	if len(frame)-HeaderSize > MaxFrame-8 {
+		return fmt.Errorf("write frame: payload of %d bytes exceeds %d: %w", len(frame)-HeaderSize, MaxFrame-8, ErrMalformed)
+	}
+	binary.LittleEndian.PutUint32(frame, uint32(len(frame)-4))
+	return nil
+}
+
+// SetStatus sets the status of the frame that starts at frame[0] (built
+// by BeginFrame).
+func SetStatus(frame []byte, s Status) { binary.LittleEndian.PutUint16(frame[6:], uint16(s)) }
+
 // WriteFrame writes f in one Write call.
 func WriteFrame(w io.Writer, f Frame) error {
 	if len(f.Payload) > MaxFrame-8 {
 		return fmt.Errorf("write frame: payload of %d bytes exceeds %d: %w", len(f.Payload), MaxFrame-8, ErrMalformed)
 	}
-	b := make([]byte, 12, 12+len(f.Payload))
-	binary.LittleEndian.PutUint32(b, uint32(8+len(f.Payload)))
-	b[4] = Version
-	b[5] = byte(f.Op)
-	binary.LittleEndian.PutUint16(b[6:], uint16(f.Status))
-	binary.LittleEndian.PutUint32(b[8:], f.ID)
+	b := BeginFrame(make([]byte, 0, HeaderSize+len(f.Payload)), f.Op, f.Status, f.ID)
 	b = append(b, f.Payload...)
+	if err := EndFrame(b); err != nil {
+		return err
+	}
 	_, err := w.Write(b)
 	return err
 }
 
 // ReadFrame reads one frame. io.EOF means the peer closed between frames.
-func ReadFrame(r io.Reader) (Frame, error) {
-	var h [12]byte
+func ReadFrame(r io.Reader) (Frame, error) { return ReadFrameBuf(r, nil) }
+
+// ReadFrameBuf is ReadFrame that reads the payload into buf when it has
+// the capacity (the returned Payload then aliases buf) and allocates
+// otherwise. Callers pass a reused buffer and keep the returned Payload
+// for the next call (Payload[:0]) to read without allocating.
+func ReadFrameBuf(r io.Reader, buf []byte) (Frame, error) {
+	if cap(buf) < HeaderSize {
+		buf = make([]byte, HeaderSize, 512)
+	}
+	h := buf[:HeaderSize] // the header is decoded before the payload overwrites it
 	if _, err := io.ReadFull(r, h[:4]); err != nil {
 		return Frame{}, err
 	}
@@ -106,7 +189,11 @@ func ReadFrame(r io.Reader) (Frame, error) {
 		return Frame{}, fmt.Errorf("read frame: protocol version %d, want %d: %w", h[4], Version, ErrMalformed)
 	}
 	f := Frame{Op: Op(h[5]), Status: Status(binary.LittleEndian.Uint16(h[6:])), ID: binary.LittleEndian.Uint32(h[8:])}
-	f.Payload = make([]byte, n-8)
+	if uint32(cap(buf)) >= n-8 {
+		f.Payload = buf[:n-8]
+	} else {
+		f.Payload = make([]byte, n-8)
+	}
 	if _, err := io.ReadFull(r, f.Payload); err != nil {
 		return Frame{}, fmt.Errorf("read frame payload of %d bytes: %w", n-8, unexpected(err))
 	}
@@ -183,7 +270,10 @@ func (d *Dec) F64(what string) float64 { return math.Float64frombits(d.U64(what)
 
 // Bytes reads a length-prefixed byte string (sharing memory with the payload).
 func (d *Dec) Bytes(what string) []byte {
-	n := d.U32(what + " length")
+	if d.err == nil && len(d.b)-d.off < 4 {
+		d.take(4, what+" length") // sets the error
+	}
+	n := d.U32(what)
 	if d.err != nil {
 		return nil
 	}
@@ -196,6 +286,9 @@ func (d *Dec) Bytes(what string) []byte {
 
 func (d *Dec) Str(what string) string { return string(d.Bytes(what)) }
 
+// Fixed reads n bytes (sharing memory with the payload).
+func (d *Dec) Fixed(n int, what string) []byte { return d.take(n, what) }
+
 // Rest returns the remaining bytes.
 func (d *Dec) Rest() []byte {
 	if d.err != nil {
@@ -205,6 +298,9 @@ func (d *Dec) Rest() []byte {
 	d.off = len(d.b)
 	return s
 }
+
+// Err returns the first error so far.
+func (d *Dec) Err() error { return d.err }
 
 // Done returns the first error, or an error if bytes are left over.
 func (d *Dec) Done() error {
