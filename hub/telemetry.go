@@ -53,6 +53,11 @@ type TelemetryUpload struct {
 type TelemetryIngest struct {
 	Stored     int // batches stored now
 	Duplicates int // batches already stored before, skipped
+	// Rejected counts batches refused as invalid (nothing of them is
+	// stored, the others are); Invalid holds one error per rejected batch,
+	// naming the agent, seq and field, wrapping ErrInvalid.
+	Rejected int
+	Invalid  []error
 }
 
 // MetricsQuery selects a time window [Since, Until) and optionally one

@@ -61,6 +61,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	q.Set("_busy_timeout", "10000")
 	q.Set("_txlock", "immediate")
 	q.Set("_cache_size", "-65536") // KiB: keep the hot B-tree pages in memory
+	// Set before any table exists, so a new database can give pages back
+	// (PruneTelemetry); older ones are converted once below.
+	q.Set("_auto_vacuum", "incremental")
 	w, err := sql.Open("sqlite3", "file:"+cfg.Path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
@@ -74,6 +77,11 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 		w.Close()
 		return nil, err
 	}
+	if err := s.ensureIncrementalVacuum(ctx); err != nil {
+		w.Close()
+		return nil, err
+	}
+	q.Del("_auto_vacuum")
 	q.Set("_txlock", "deferred")
 	q.Set("_query_only", "1")
 	r, err := sql.Open("sqlite3", "file:"+cfg.Path+"?"+q.Encode())

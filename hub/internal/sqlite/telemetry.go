@@ -2,33 +2,1354 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"sort"
 	"time"
 
 	"github.com/atelier-ml/atelier/hub"
+	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+	"github.com/atelier-ml/atelier/scoring"
 )
 
-// migTelemetry creates the telemetry tables (placeholder until written).
-const migTelemetry = `SELECT 1;`
+// migTelemetry creates the telemetry tables.
+//
+// Deduplication. telemetry_seen holds the exact set of (agent, seq) stored
+// in the last raw window (by reception time); telemetry_agents holds, per
+// agent, a floor: the highest seq whose exact record has been pruned. A
+// batch is new when its seq is above the floor and not in the exact set.
+// Agents send their spool in sequence order and drop it through the seq
+// the hub acknowledges, so a seq at or below one received a whole raw
+// window ago can only be a resend of a stored batch: the floor, kept
+// forever (one row per agent), makes such a resend a duplicate however
+// late it comes, and the exact set makes any resend within the window one.
+// An agent whose sequence restarts (its data directory was wiped) must
+// enroll again under a new id.
+//
+// Requests. telemetry_raw has one row per (batch, deployment, model
+// version), clustered by (deployment, start) so a deployment's window is a
+// range scan; telemetry_rollup has one row per (deployment, minute, agent,
+// version) for data older than the raw window. A batch belongs to the
+// minute its interval starts in. Both hold the same compact "data" blob:
+// requests by outcome and the four histograms, whose bounds are interned in
+// telemetry_bounds (a histogram's bounds are the same for a fleet, so each
+// row carries only counts as varints and the sum). A row is either raw or
+// folded into a rollup, moved in one transaction, so a window spanning both
+// counts every batch once.
+//
+// Agents. telemetry_agent_raw has one row per batch with the agent's
+// figures, telemetry_agent_rollup one per (agent, minute), with the same
+// columns: sums over the batches (durations, CPU seconds) and the figures
+// of the newest batch.
+//
+// Totals. telemetry_totals keeps running totals per deployment (the same
+// data blob), updated in every ingest transaction and never pruned.
+const migTelemetry = `
+CREATE TABLE telemetry_agents (
+	agent TEXT PRIMARY KEY,
+	floor INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE telemetry_seen (
+	agent       TEXT NOT NULL,
+	seq         INTEGER NOT NULL,
+	received_at INTEGER NOT NULL,
+	PRIMARY KEY (agent, seq)
+) WITHOUT ROWID;
+CREATE INDEX telemetry_seen_received ON telemetry_seen (received_at);
+CREATE TABLE telemetry_bounds (
+	id     INTEGER PRIMARY KEY,
+	bounds BLOB NOT NULL UNIQUE
+);
+CREATE TABLE telemetry_raw (
+	deployment    TEXT NOT NULL,
+	start_ns      INTEGER NOT NULL,
+	agent         TEXT NOT NULL,
+	seq           INTEGER NOT NULL,
+	model_version INTEGER NOT NULL,
+	end_ns        INTEGER NOT NULL,
+	data          BLOB NOT NULL,
+	PRIMARY KEY (deployment, start_ns, agent, seq, model_version)
+) WITHOUT ROWID;
+CREATE INDEX telemetry_raw_agent ON telemetry_raw (agent, start_ns);
+CREATE TABLE telemetry_rollup (
+	deployment    TEXT NOT NULL,
+	minute        INTEGER NOT NULL,
+	agent         TEXT NOT NULL,
+	model_version INTEGER NOT NULL,
+	data          BLOB NOT NULL,
+	PRIMARY KEY (deployment, minute, agent, model_version)
+) WITHOUT ROWID;
+CREATE INDEX telemetry_rollup_agent ON telemetry_rollup (agent, minute);
+CREATE TABLE telemetry_agent_raw (
+	agent            TEXT NOT NULL,
+	start_ns         INTEGER NOT NULL,
+	seq              INTEGER NOT NULL,
+	end_ns           INTEGER NOT NULL,
+	dur_ns           INTEGER NOT NULL,
+	cpu_seconds      REAL NOT NULL,
+	host_cpu_seconds REAL NOT NULL,
+	fig_end_ns       INTEGER NOT NULL,
+	rss              INTEGER NOT NULL,
+	mem_total        INTEGER NOT NULL,
+	mem_available    INTEGER NOT NULL,
+	disk_total       INTEGER NOT NULL,
+	disk_free        INTEGER NOT NULL,
+	uptime           INTEGER NOT NULL,
+	cache            INTEGER NOT NULL,
+	spool            INTEGER NOT NULL,
+	dropped          INTEGER NOT NULL,
+	PRIMARY KEY (agent, start_ns, seq)
+) WITHOUT ROWID;
+CREATE TABLE telemetry_agent_rollup (
+	agent            TEXT NOT NULL,
+	minute           INTEGER NOT NULL,
+	batches          INTEGER NOT NULL,
+	end_ns           INTEGER NOT NULL,
+	dur_ns           INTEGER NOT NULL,
+	cpu_seconds      REAL NOT NULL,
+	host_cpu_seconds REAL NOT NULL,
+	fig_end_ns       INTEGER NOT NULL,
+	rss              INTEGER NOT NULL,
+	mem_total        INTEGER NOT NULL,
+	mem_available    INTEGER NOT NULL,
+	disk_total       INTEGER NOT NULL,
+	disk_free        INTEGER NOT NULL,
+	uptime           INTEGER NOT NULL,
+	cache            INTEGER NOT NULL,
+	spool            INTEGER NOT NULL,
+	dropped          INTEGER NOT NULL,
+	PRIMARY KEY (agent, minute)
+) WITHOUT ROWID;
+CREATE TABLE telemetry_totals (
+	deployment TEXT PRIMARY KEY,
+	data       BLOB NOT NULL
+) WITHOUT ROWID;
+`
 
-var errTelemetryTODO = errors.New("telemetry store: not written yet")
+// Limits of one telemetry batch. A batch over any of them is rejected
+// whole: they protect stored data (SQLite integers are signed 64-bit,
+// JSON has no NaN) and the hub's memory, not the agent's choices.
+const (
+	maxTelemetryName  = 256 // agent and deployment names
+	maxOutcomeName    = 64
+	maxOutcomes       = 32
+	maxBatchEntries   = 1024 // deployment entries in one batch
+	maxHistBounds     = 256
+	maxTelemetryCount = 1 << 53 // one count; sums of many stay far from 2^64
+	maxBatchSpan      = 24 * time.Hour
+	maxClockSkew      = time.Hour // how far in the hub's future a batch may end
+)
 
+// minBatchTime is the earliest start a batch may have (2000-01-01 UTC): an
+// agent reporting earlier has no clock.
+var minBatchTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+
+// Histograms carried per deployment entry, in data blob order.
+const (
+	histQueue = iota
+	histCompute
+	histRequest
+	histBatch
+	numHists
+)
+
+var histNames = [numHists]string{"queue_seconds", "compute_seconds", "request_seconds", "batch_size"}
+
+// Default retention, applied when a TelemetryRetention field is zero.
+const (
+	DefaultTelemetryRaw     = 24 * time.Hour
+	DefaultTelemetryRollups = 30 * 24 * time.Hour
+)
+
+// hist is a decoded histogram; zero (no counts) when absent.
+type hist struct {
+	bounds []float64
+	counts []uint64
+	sum    float64
+}
+
+func (h hist) empty() bool { return len(h.counts) == 0 }
+
+// add merges o into h. Histograms with the same bounds add bucket by
+// bucket; otherwise each of o's buckets is added to h's bucket holding its
+// upper edge (an approximation that never loses a count).
+func (h *hist) add(o hist) {
+	if o.empty() {
+		return
+	}
+	if h.empty() {
+		h.bounds, h.counts, h.sum = o.bounds, slices.Clone(o.counts), o.sum
+		return
+	}
+	h.sum += o.sum
+	if slices.Equal(h.bounds, o.bounds) {
+		for i, c := range o.counts {
+			h.counts[i] += c
+		}
+		return
+	}
+	for i, c := range o.counts {
+		j := len(h.bounds)
+		if i < len(o.bounds) {
+			j = sort.SearchFloat64s(h.bounds, o.bounds[i])
+		}
+		h.counts[j] += c
+	}
+}
+
+func (h hist) stats() scoring.HistogramStats {
+	return scoring.HistogramStats{Bounds: h.bounds, Counts: h.counts, Sum: h.sum}
+}
+
+// reqData is what a data blob holds: requests by outcome and histograms.
+type reqData struct {
+	outcomes map[string]uint64
+	h        [numHists]hist
+}
+
+func (d *reqData) add(o *reqData) {
+	if d.outcomes == nil {
+		d.outcomes = make(map[string]uint64, len(o.outcomes))
+	}
+	for k, v := range o.outcomes {
+		d.outcomes[k] += v
+	}
+	for i := range d.h {
+		d.h[i].add(o.h[i])
+	}
+}
+
+// boundsTable interns histogram bounds within one transaction.
+type boundsTable struct {
+	ids    map[string]int64
+	bounds map[int64][]float64
+}
+
+func encodeBounds(b []float64) []byte {
+	out := make([]byte, 8*len(b))
+	for i, v := range b {
+		binary.LittleEndian.PutUint64(out[8*i:], math.Float64bits(v))
+	}
+	return out
+}
+
+func loadBounds(ctx context.Context, q querier) (*boundsTable, error) {
+	t := &boundsTable{ids: map[string]int64{}, bounds: map[int64][]float64{}}
+	rows, err := q.QueryContext(ctx, "SELECT id, bounds FROM telemetry_bounds")
+	if err != nil {
+		return nil, fmt.Errorf("load histogram bounds: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var raw []byte
+		if err := rows.Scan(&id, &raw); err != nil {
+			return nil, fmt.Errorf("load histogram bounds: %w", err)
+		}
+		b := make([]float64, len(raw)/8)
+		for i := range b {
+			b[i] = math.Float64frombits(binary.LittleEndian.Uint64(raw[8*i:]))
+		}
+		t.ids[string(raw)] = id
+		t.bounds[id] = b
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load histogram bounds: %w", err)
+	}
+	return t, nil
+}
+
+// intern returns the id of b, inserting it if new.
+func (t *boundsTable) intern(ctx context.Context, tx *sql.Tx, b []float64) (int64, error) {
+	key := encodeBounds(b)
+	if id, ok := t.ids[string(key)]; ok {
+		return id, nil
+	}
+	r, err := tx.ExecContext(ctx, "INSERT INTO telemetry_bounds (bounds) VALUES (?)", key)
+	if err != nil {
+		return 0, fmt.Errorf("store histogram bounds: %w", err)
+	}
+	id, err := r.LastInsertId()
+	if err != nil {
+		return 0, fmt.Errorf("store histogram bounds: %w", err)
+	}
+	t.ids[string(key)] = id
+	t.bounds[id] = slices.Clone(b)
+	return id, nil
+}
+
+// encodeData writes d as: uvarint number of outcomes, each (uvarint
+// length, name, uvarint count) in name order; then per histogram a uvarint
+// bounds id (0: absent) and, if present, the sum (8 bytes, little endian),
+// a uvarint number of counts and the counts as uvarints.
+func (t *boundsTable) encodeData(ctx context.Context, tx *sql.Tx, d *reqData, buf []byte) ([]byte, error) {
+	buf = buf[:0]
+	names := slices.Sorted(maps.Keys(d.outcomes))
+	buf = binary.AppendUvarint(buf, uint64(len(names)))
+	for _, n := range names {
+		buf = binary.AppendUvarint(buf, uint64(len(n)))
+		buf = append(buf, n...)
+		buf = binary.AppendUvarint(buf, d.outcomes[n])
+	}
+	for _, h := range d.h {
+		if h.empty() {
+			buf = binary.AppendUvarint(buf, 0)
+			continue
+		}
+		id, err := t.intern(ctx, tx, h.bounds)
+		if err != nil {
+			return nil, err
+		}
+		buf = binary.AppendUvarint(buf, uint64(id))
+		buf = binary.LittleEndian.AppendUint64(buf, math.Float64bits(h.sum))
+		buf = binary.AppendUvarint(buf, uint64(len(h.counts)))
+		for _, c := range h.counts {
+			buf = binary.AppendUvarint(buf, c)
+		}
+	}
+	return buf, nil
+}
+
+var errBadData = errors.New("damaged telemetry data")
+
+func (t *boundsTable) decodeData(b []byte) (*reqData, error) {
+	d := &reqData{}
+	next := func() (uint64, error) {
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			return 0, errBadData
+		}
+		b = b[n:]
+		return v, nil
+	}
+	n, err := next()
+	if err != nil || n > maxOutcomes {
+		return nil, errBadData
+	}
+	d.outcomes = make(map[string]uint64, n)
+	for range n {
+		l, err := next()
+		if err != nil || l > uint64(len(b)) {
+			return nil, errBadData
+		}
+		name := string(b[:l])
+		b = b[l:]
+		c, err := next()
+		if err != nil {
+			return nil, err
+		}
+		d.outcomes[name] = c
+	}
+	for i := range d.h {
+		id, err := next()
+		if err != nil {
+			return nil, err
+		}
+		if id == 0 {
+			continue
+		}
+		bounds, ok := t.bounds[int64(id)]
+		if !ok || len(b) < 8 {
+			return nil, errBadData
+		}
+		sum := math.Float64frombits(binary.LittleEndian.Uint64(b))
+		b = b[8:]
+		nc, err := next()
+		if err != nil || nc != uint64(len(bounds))+1 {
+			return nil, errBadData
+		}
+		counts := make([]uint64, nc)
+		for j := range counts {
+			if counts[j], err = next(); err != nil {
+				return nil, err
+			}
+		}
+		d.h[i] = hist{bounds: bounds, counts: counts, sum: sum}
+	}
+	if len(b) != 0 {
+		return nil, errBadData
+	}
+	return d, nil
+}
+
+// checkBatch checks one batch against the limits; the error says which
+// field of which entry is wrong and what was expected.
+func checkBatch(b *agentv1.TelemetryBatch, now time.Time) error {
+	if b == nil {
+		return errors.New("empty batch")
+	}
+	if b.GetSeq() == 0 || b.GetSeq() > math.MaxInt64 {
+		return fmt.Errorf("seq %d: expected 1 to %d", b.GetSeq(), int64(math.MaxInt64))
+	}
+	start, end := b.GetStartUnixNano(), b.GetEndUnixNano()
+	if start < minBatchTime {
+		return fmt.Errorf("start_unix_nano %d: expected a time after 2000-01-01", start)
+	}
+	if end < start || end-start > int64(maxBatchSpan) {
+		return fmt.Errorf("end_unix_nano %d: expected from start_unix_nano %d to %s later", end, start, maxBatchSpan)
+	}
+	if limit := now.Add(maxClockSkew).UnixNano(); end > limit {
+		return fmt.Errorf("end_unix_nano %d (%s): expected at most %s after the hub's clock (%s)",
+			end, fromNanos(end).Format(time.RFC3339), maxClockSkew, now.UTC().Format(time.RFC3339))
+	}
+	if b.GetDroppedBatches() > math.MaxInt64 {
+		return fmt.Errorf("dropped_batches %d: expected at most %d", b.GetDroppedBatches(), int64(math.MaxInt64))
+	}
+	if a := b.GetAgent(); a != nil {
+		if err := checkAgentFigures(a); err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+	}
+	if len(b.GetDeployments()) > maxBatchEntries {
+		return fmt.Errorf("deployments: %d entries, expected at most %d", len(b.GetDeployments()), maxBatchEntries)
+	}
+	type key struct {
+		name    string
+		version uint32
+	}
+	seen := make(map[key]bool, len(b.GetDeployments()))
+	for i, d := range b.GetDeployments() {
+		if d.GetName() == "" || len(d.GetName()) > maxTelemetryName {
+			return fmt.Errorf("deployments[%d].name %q: expected 1 to %d bytes", i, trunc(d.GetName()), maxTelemetryName)
+		}
+		k := key{d.GetName(), d.GetModelVersion()}
+		if seen[k] {
+			return fmt.Errorf("deployments[%d]: deployment %q version %d appears twice, expected one entry per version", i, k.name, k.version)
+		}
+		seen[k] = true
+		if len(d.GetRequests()) > maxOutcomes {
+			return fmt.Errorf("deployments[%d].requests: %d outcomes, expected at most %d", i, len(d.GetRequests()), maxOutcomes)
+		}
+		for o, c := range d.GetRequests() {
+			if o == "" || len(o) > maxOutcomeName {
+				return fmt.Errorf("deployments[%d].requests: outcome %q: expected 1 to %d bytes", i, trunc(o), maxOutcomeName)
+			}
+			if c > maxTelemetryCount {
+				return fmt.Errorf("deployments[%d].requests[%q] = %d: expected at most %d", i, o, c, uint64(maxTelemetryCount))
+			}
+		}
+		for j, h := range [numHists]*agentv1.Histogram{d.GetQueueSeconds(), d.GetComputeSeconds(), d.GetRequestSeconds(), d.GetBatchSize()} {
+			if err := checkHist(h); err != nil {
+				return fmt.Errorf("deployments[%d].%s: %w", i, histNames[j], err)
+			}
+		}
+	}
+	return nil
+}
+
+func checkAgentFigures(a *agentv1.AgentTelemetry) error {
+	if v := a.GetProcessCpuSeconds(); math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		return fmt.Errorf("process_cpu_seconds %v: expected a finite number >= 0", v)
+	}
+	if v := a.GetHostCpuUtilization(); math.IsNaN(v) || v < 0 || v > 1 {
+		return fmt.Errorf("host_cpu_utilization %v: expected 0 to 1", v)
+	}
+	for _, f := range []struct {
+		name string
+		v    uint64
+	}{
+		{"process_rss_bytes", a.GetProcessRssBytes()},
+		{"host_memory_total_bytes", a.GetHostMemoryTotalBytes()},
+		{"host_memory_available_bytes", a.GetHostMemoryAvailableBytes()},
+		{"disk_total_bytes", a.GetDiskTotalBytes()},
+		{"disk_free_bytes", a.GetDiskFreeBytes()},
+		{"uptime_seconds", a.GetUptimeSeconds()},
+		{"model_cache_bytes", a.GetModelCacheBytes()},
+		{"spool_pending_batches", a.GetSpoolPendingBatches()},
+	} {
+		if f.v > math.MaxInt64 {
+			return fmt.Errorf("%s %d: expected at most %d", f.name, f.v, int64(math.MaxInt64))
+		}
+	}
+	return nil
+}
+
+func checkHist(h *agentv1.Histogram) error {
+	if h == nil || len(h.GetBounds()) == 0 && len(h.GetCounts()) == 0 {
+		return nil // absent
+	}
+	bounds, counts := h.GetBounds(), h.GetCounts()
+	if len(bounds) == 0 || len(bounds) > maxHistBounds {
+		return fmt.Errorf("%d bounds: expected 1 to %d", len(bounds), maxHistBounds)
+	}
+	if len(counts) != len(bounds)+1 {
+		return fmt.Errorf("%d counts for %d bounds: expected len(bounds)+1 = %d", len(counts), len(bounds), len(bounds)+1)
+	}
+	for i, v := range bounds {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("bounds[%d] = %v: expected a finite number", i, v)
+		}
+		if i > 0 && v <= bounds[i-1] {
+			return fmt.Errorf("bounds[%d] = %v after %v: expected strictly ascending bounds", i, v, bounds[i-1])
+		}
+	}
+	for i, c := range counts {
+		if c > maxTelemetryCount {
+			return fmt.Errorf("counts[%d] = %d: expected at most %d", i, c, uint64(maxTelemetryCount))
+		}
+	}
+	if s := h.GetSum(); math.IsNaN(s) || math.IsInf(s, 0) {
+		return fmt.Errorf("sum %v: expected a finite number", s)
+	}
+	return nil
+}
+
+func trunc(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+func histFrom(h *agentv1.Histogram) hist {
+	if len(h.GetCounts()) == 0 {
+		return hist{}
+	}
+	return hist{bounds: h.GetBounds(), counts: h.GetCounts(), sum: h.GetSum()}
+}
+
+func dataFrom(d *agentv1.DeploymentTelemetry) *reqData {
+	r := &reqData{outcomes: make(map[string]uint64, len(d.GetRequests()))}
+	for o, c := range d.GetRequests() {
+		if c != 0 {
+			r.outcomes[o] = c
+		}
+	}
+	r.h[histQueue] = histFrom(d.GetQueueSeconds())
+	r.h[histCompute] = histFrom(d.GetComputeSeconds())
+	r.h[histRequest] = histFrom(d.GetRequestSeconds())
+	r.h[histBatch] = histFrom(d.GetBatchSize())
+	return r
+}
+
+const minuteNs = int64(time.Minute)
+
+func minuteOf(ns int64) int64 { return ns - ns%minuteNs }
+
+// IngestTelemetry implements hub.TelemetryStore. All uploads are stored in
+// one write transaction (the caller group-commits many agents' uploads).
+//
+// A batch is the agent's unit: a batch that fails validation (see
+// checkBatch: histogram shapes, non-finite numbers, absurd times, names or
+// counts over the limits) is skipped whole, nothing of it is stored, and
+// it is counted in Rejected with a precise error in Invalid (wrapping
+// hub.ErrInvalid), so one bad agent never costs the rest of the fleet its
+// telemetry. A rejected batch is not recorded as seen. An upload with an
+// empty or too long agent id rejects all its batches. Only database errors
+// fail the call, and then nothing of it is stored.
 func (s *Store) IngestTelemetry(ctx context.Context, uploads []hub.TelemetryUpload) (hub.TelemetryIngest, error) {
-	return hub.TelemetryIngest{}, errTelemetryTODO
+	now := s.now()
+	var res hub.TelemetryIngest
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res = hub.TelemetryIngest{}
+		bt, err := loadBounds(ctx, tx)
+		if err != nil {
+			return err
+		}
+		ins, err := prepareIngest(ctx, tx)
+		if err != nil {
+			return err
+		}
+		defer ins.close()
+		totals := map[string]*reqData{}
+		var buf []byte
+		for _, u := range uploads {
+			agentKnown := false
+			for _, b := range u.Batches {
+				if u.Agent == "" || len(u.Agent) > maxTelemetryName {
+					res.Rejected++
+					res.Invalid = append(res.Invalid, fmt.Errorf("telemetry of agent %q seq %d: agent id: expected 1 to %d bytes: %w",
+						trunc(u.Agent), b.GetSeq(), maxTelemetryName, hub.ErrInvalid))
+					continue
+				}
+				if err := checkBatch(b, now); err != nil {
+					res.Rejected++
+					err = fmt.Errorf("telemetry of agent %q seq %d: %w: %w", u.Agent, b.GetSeq(), err, hub.ErrInvalid)
+					res.Invalid = append(res.Invalid, err)
+					s.log.Warn("telemetry batch rejected", "agent", u.Agent, "seq", b.GetSeq(), "err", err)
+					continue
+				}
+				if !agentKnown {
+					if _, err := ins.agent.ExecContext(ctx, u.Agent); err != nil {
+						return fmt.Errorf("record agent %q: %w", u.Agent, err)
+					}
+					agentKnown = true
+				}
+				r, err := ins.seen.ExecContext(ctx, u.Agent, int64(b.GetSeq()), nanos(now))
+				if err != nil {
+					return fmt.Errorf("record batch %d of agent %q: %w", b.GetSeq(), u.Agent, err)
+				}
+				if n, err := r.RowsAffected(); err != nil {
+					return err
+				} else if n == 0 {
+					res.Duplicates++
+					continue
+				}
+				if err := ins.batch(ctx, u.Agent, b); err != nil {
+					return fmt.Errorf("store batch %d of agent %q: %w", b.GetSeq(), u.Agent, err)
+				}
+				for _, d := range b.GetDeployments() {
+					data := dataFrom(d)
+					if buf, err = bt.encodeData(ctx, tx, data, buf); err != nil {
+						return err
+					}
+					if _, err := ins.raw.ExecContext(ctx, d.GetName(), b.GetStartUnixNano(), u.Agent, int64(b.GetSeq()),
+						int64(d.GetModelVersion()), b.GetEndUnixNano(), buf); err != nil {
+						return fmt.Errorf("store batch %d of agent %q, deployment %q: %w", b.GetSeq(), u.Agent, d.GetName(), err)
+					}
+					t := totals[d.GetName()]
+					if t == nil {
+						t = &reqData{}
+						totals[d.GetName()] = t
+					}
+					t.add(data)
+				}
+				if err := s.ingestFeaturesTx(ctx, tx, u.Agent, b); err != nil {
+					return fmt.Errorf("store features of batch %d of agent %q: %w", b.GetSeq(), u.Agent, err)
+				}
+				if err := s.ingestAgentEventsTx(ctx, tx, u.Agent, b); err != nil {
+					return fmt.Errorf("store events of batch %d of agent %q: %w", b.GetSeq(), u.Agent, err)
+				}
+				res.Stored++
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(totals)) {
+			if err := addTotals(ctx, tx, bt, name, totals[name]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return hub.TelemetryIngest{}, fmt.Errorf("ingest telemetry: %w", err)
+	}
+	return res, nil
 }
 
+// ingestStmts are IngestTelemetry's prepared statements.
+type ingestStmts struct {
+	agent, seen, raw, agentRaw *sql.Stmt
+}
+
+func prepareIngest(ctx context.Context, tx *sql.Tx) (*ingestStmts, error) {
+	st := &ingestStmts{}
+	for _, p := range []struct {
+		s **sql.Stmt
+		q string
+	}{
+		{&st.agent, "INSERT OR IGNORE INTO telemetry_agents (agent, floor) VALUES (?, 0)"},
+		// New only if above the agent's floor and not in the exact set.
+		{&st.seen, `INSERT OR IGNORE INTO telemetry_seen (agent, seq, received_at)
+			SELECT ?1, ?2, ?3 WHERE ?2 > (SELECT floor FROM telemetry_agents WHERE agent = ?1)`},
+		{&st.raw, `INSERT INTO telemetry_raw (deployment, start_ns, agent, seq, model_version, end_ns, data)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`},
+		{&st.agentRaw, `INSERT INTO telemetry_agent_raw (agent, start_ns, seq, end_ns, dur_ns, cpu_seconds,
+			host_cpu_seconds, fig_end_ns, rss, mem_total, mem_available, disk_total, disk_free, uptime, cache, spool, dropped)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+	} {
+		s, err := tx.PrepareContext(ctx, p.q)
+		if err != nil {
+			st.close()
+			return nil, fmt.Errorf("prepare telemetry statement: %w", err)
+		}
+		*p.s = s
+	}
+	return st, nil
+}
+
+func (st *ingestStmts) close() {
+	for _, s := range []*sql.Stmt{st.agent, st.seen, st.raw, st.agentRaw} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+// batch stores the agent's figures of b (a row even without figures, so
+// the batch counts and its dropped count is kept).
+func (st *ingestStmts) batch(ctx context.Context, agent string, b *agentv1.TelemetryBatch) error {
+	a := agentAggFrom(b)
+	_, err := st.agentRaw.ExecContext(ctx, agent, b.GetStartUnixNano(), int64(b.GetSeq()), a.endNs, a.durNs, a.cpuSeconds,
+		a.hostCPUSeconds, a.figEndNs, a.fig.rss, a.fig.memTotal, a.fig.memAvailable, a.fig.diskTotal, a.fig.diskFree,
+		a.fig.uptime, a.fig.cache, a.fig.spool, a.dropped)
+	return err
+}
+
+func addTotals(ctx context.Context, tx *sql.Tx, bt *boundsTable, name string, add *reqData) error {
+	var old []byte
+	err := tx.QueryRowContext(ctx, "SELECT data FROM telemetry_totals WHERE deployment = ?", name).Scan(&old)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("read totals of %q: %w", name, err)
+	}
+	d := &reqData{}
+	if old != nil {
+		if d, err = bt.decodeData(old); err != nil {
+			return fmt.Errorf("totals of %q: %w", name, err)
+		}
+	}
+	d.add(add)
+	buf, err := bt.encodeData(ctx, tx, d, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT OR REPLACE INTO telemetry_totals (deployment, data) VALUES (?, ?)", name, buf); err != nil {
+		return fmt.Errorf("write totals of %q: %w", name, err)
+	}
+	return nil
+}
+
+// agentFigures are an agent's point-in-time figures.
+type agentFigures struct {
+	rss, memTotal, memAvailable, diskTotal, diskFree, uptime, cache, spool int64
+}
+
+// agentAgg sums an agent's batches: raw rows are one batch, rollup rows
+// many. durNs, cpuSeconds and hostCPUSeconds (utilization × seconds) sum
+// over the batches that carried figures; fig is the newest such batch's
+// (ending at figEndNs); dropped is the newest count (it never decreases).
+type agentAgg struct {
+	batches        int64
+	endNs, durNs   int64
+	cpuSeconds     float64
+	hostCPUSeconds float64
+	figEndNs       int64
+	fig            agentFigures
+	dropped        int64
+}
+
+func agentAggFrom(b *agentv1.TelemetryBatch) agentAgg {
+	a := agentAgg{batches: 1, endNs: b.GetEndUnixNano(), dropped: int64(b.GetDroppedBatches())}
+	if f := b.GetAgent(); f != nil {
+		a.durNs = b.GetEndUnixNano() - b.GetStartUnixNano()
+		a.cpuSeconds = f.GetProcessCpuSeconds()
+		a.hostCPUSeconds = f.GetHostCpuUtilization() * float64(a.durNs) / 1e9
+		a.figEndNs = b.GetEndUnixNano()
+		a.fig = agentFigures{
+			rss: int64(f.GetProcessRssBytes()), memTotal: int64(f.GetHostMemoryTotalBytes()),
+			memAvailable: int64(f.GetHostMemoryAvailableBytes()), diskTotal: int64(f.GetDiskTotalBytes()),
+			diskFree: int64(f.GetDiskFreeBytes()), uptime: int64(f.GetUptimeSeconds()),
+			cache: int64(f.GetModelCacheBytes()), spool: int64(f.GetSpoolPendingBatches()),
+		}
+	}
+	return a
+}
+
+func (a *agentAgg) add(o agentAgg) {
+	a.batches += o.batches
+	a.durNs += o.durNs
+	a.cpuSeconds += o.cpuSeconds
+	a.hostCPUSeconds += o.hostCPUSeconds
+	a.endNs = max(a.endNs, o.endNs)
+	a.dropped = max(a.dropped, o.dropped)
+	if o.figEndNs > a.figEndNs {
+		a.figEndNs, a.fig = o.figEndNs, o.fig
+	}
+}
+
+// agentAggCols are the columns scanAgentAgg reads, after batches.
+const agentAggCols = "end_ns, dur_ns, cpu_seconds, host_cpu_seconds, fig_end_ns, rss, mem_total, mem_available, disk_total, disk_free, uptime, cache, spool, dropped"
+
+func (a *agentAgg) dest() []any {
+	return []any{&a.batches, &a.endNs, &a.durNs, &a.cpuSeconds, &a.hostCPUSeconds, &a.figEndNs, &a.fig.rss, &a.fig.memTotal,
+		&a.fig.memAvailable, &a.fig.diskTotal, &a.fig.diskFree, &a.fig.uptime, &a.fig.cache, &a.fig.spool, &a.dropped}
+}
+
+// reqAgg sums request data over rows.
+type reqAgg struct {
+	data     reqData
+	versions map[int]bool
+	minNs    int64 // earliest row start
+}
+
+func (r *reqAgg) add(version int, startNs int64, d *reqData) {
+	if r.versions == nil {
+		r.versions = map[int]bool{}
+		r.minNs = startNs
+	}
+	r.versions[version] = true
+	r.minNs = min(r.minNs, startNs)
+	r.data.add(d)
+}
+
+// metrics turns r into RequestMetrics over a window of seconds (from the
+// first row when seconds is 0: an open window).
+func (r *reqAgg) metrics(seconds float64, untilNs int64) hub.RequestMetrics {
+	m := hub.RequestMetrics{ByOutcome: map[string]uint64{}}
+	if r == nil || r.versions == nil {
+		return m
+	}
+	for o, c := range r.data.outcomes {
+		m.ByOutcome[o] = c
+		m.Requests += c
+		if o != "ok" {
+			m.Errors += c
+		}
+	}
+	if seconds <= 0 {
+		seconds = float64(untilNs-r.minNs) / 1e9
+	}
+	if seconds > 0 {
+		m.RequestRate = float64(m.Requests) / seconds
+	}
+	if m.Requests > 0 {
+		m.ErrorRate = float64(m.Errors) / float64(m.Requests)
+	}
+	q := func(h int, p float64) float64 {
+		v := r.data.h[h].stats().Quantile(p)
+		if math.IsNaN(v) {
+			return 0
+		}
+		return v * 1000
+	}
+	m.LatencyP50Ms = q(histRequest, 0.50)
+	m.LatencyP95Ms = q(histRequest, 0.95)
+	m.LatencyP99Ms = q(histRequest, 0.99)
+	m.QueueP99Ms = q(histQueue, 0.99)
+	m.ComputeP99Ms = q(histCompute, 0.99)
+	if b := r.data.h[histBatch]; !b.empty() {
+		if n := b.stats().Count(); n > 0 {
+			m.BatchSizeMean = b.sum / float64(n)
+		}
+	}
+	for v := range r.versions {
+		m.ModelVersions = append(m.ModelVersions, v)
+	}
+	slices.Sort(m.ModelVersions)
+	return m
+}
+
+// window resolves q against now: [since, until) in nanoseconds and the
+// window's length in seconds (0 when Since is zero: an open window).
+func window(q hub.MetricsQuery, now time.Time) (since, until time.Time, err error) {
+	since, until = q.Since, q.Until
+	if until.IsZero() {
+		until = now
+	}
+	if !since.IsZero() && !until.After(since) {
+		return since, until, fmt.Errorf("metrics window: until %s is not after since %s: %w",
+			until.UTC().Format(time.RFC3339Nano), since.UTC().Format(time.RFC3339Nano), hub.ErrInvalid)
+	}
+	return since.UTC(), until.UTC(), nil
+}
+
+func windowNanos(since, until time.Time) (int64, int64, float64) {
+	var s int64
+	var secs float64
+	if !since.IsZero() {
+		s = nanos(since)
+		secs = until.Sub(since).Seconds()
+	}
+	return s, nanos(until), secs
+}
+
+// DeploymentMetrics implements hub.TelemetryStore. Raw rows count when
+// their batch starts in the window; beyond the raw window, where only
+// 1-minute rollups remain, a minute counts when it starts in the window.
+// It reads one snapshot; cost is linear in the rows of the window.
 func (s *Store) DeploymentMetrics(ctx context.Context, name string, q hub.MetricsQuery) (hub.DeploymentMetrics, error) {
-	return hub.DeploymentMetrics{}, errTelemetryTODO
+	since, until, err := window(q, s.now())
+	if err != nil {
+		return hub.DeploymentMetrics{}, err
+	}
+	sinceNs, untilNs, secs := windowNanos(since, until)
+	out := hub.DeploymentMetrics{Deployment: name, Since: since, Until: until}
+	aggs := map[string]*reqAgg{}
+	err = s.read(ctx, func(tx *sql.Tx) error {
+		var known bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM deployments WHERE name = ?1)
+			OR EXISTS (SELECT 1 FROM telemetry_totals WHERE deployment = ?1)`, name).Scan(&known); err != nil {
+			return err
+		}
+		if !known {
+			return fmt.Errorf("deployment %q: %w", name, hub.ErrNotFound)
+		}
+		bt, err := loadBounds(ctx, tx)
+		if err != nil {
+			return err
+		}
+		filter := ""
+		args := []any{name, sinceNs, untilNs}
+		if q.Agent != "" {
+			filter = " AND agent = ?"
+			args = append(args, q.Agent)
+		}
+		for _, query := range []string{
+			"SELECT agent, model_version, start_ns, data FROM telemetry_raw WHERE deployment = ? AND start_ns >= ? AND start_ns < ?" + filter,
+			"SELECT agent, model_version, minute, data FROM telemetry_rollup WHERE deployment = ? AND minute >= ? AND minute < ?" + filter,
+		} {
+			if err := scanReq(ctx, tx, bt, query, args, aggs); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return hub.DeploymentMetrics{}, fmt.Errorf("metrics of deployment %q: %w", name, err)
+	}
+	total := &reqAgg{}
+	out.Agents = []hub.RequestMetrics{}
+	for _, a := range slices.Sorted(maps.Keys(aggs)) {
+		r := aggs[a]
+		for v := range r.versions {
+			total.add(v, r.minNs, &reqData{})
+		}
+		total.data.add(&r.data)
+		m := r.metrics(secs, untilNs)
+		m.Agent = a
+		m.Deployment = name
+		out.Agents = append(out.Agents, m)
+	}
+	out.Total = total.metrics(secs, untilNs)
+	out.Total.Deployment = name
+	return out, nil
 }
 
+// scanReq adds the rows of query (key, model_version, start, data) to
+// aggs by key.
+func scanReq(ctx context.Context, tx *sql.Tx, bt *boundsTable, query string, args []any, aggs map[string]*reqAgg) error {
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key string
+		var version int
+		var start int64
+		var raw []byte
+		if err := rows.Scan(&key, &version, &start, &raw); err != nil {
+			return err
+		}
+		d, err := bt.decodeData(raw)
+		if err != nil {
+			return fmt.Errorf("row of %q at %s: %w", key, fromNanos(start).Format(time.RFC3339), err)
+		}
+		a := aggs[key]
+		if a == nil {
+			a = &reqAgg{}
+			aggs[key] = a
+		}
+		a.add(version, start, d)
+	}
+	return rows.Err()
+}
+
+// AgentMetrics implements hub.TelemetryStore, with the same window rules
+// as DeploymentMetrics. An agent is known if enrolled or if it has ever
+// sent telemetry.
 func (s *Store) AgentMetrics(ctx context.Context, id string, q hub.MetricsQuery) (hub.AgentMetrics, error) {
-	return hub.AgentMetrics{}, errTelemetryTODO
+	since, until, err := window(q, s.now())
+	if err != nil {
+		return hub.AgentMetrics{}, err
+	}
+	sinceNs, untilNs, secs := windowNanos(since, until)
+	out := hub.AgentMetrics{Agent: id, Since: since, Until: until}
+	aggs := map[string]*reqAgg{}
+	var agg agentAgg
+	err = s.read(ctx, func(tx *sql.Tx) error {
+		var known bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM agents WHERE id = ?1)
+			OR EXISTS (SELECT 1 FROM telemetry_agents WHERE agent = ?1)`, id).Scan(&known); err != nil {
+			return err
+		}
+		if !known {
+			return fmt.Errorf("agent %q: %w", id, hub.ErrNotFound)
+		}
+		for _, query := range []string{
+			"SELECT 1, " + agentAggCols + " FROM telemetry_agent_raw WHERE agent = ? AND start_ns >= ? AND start_ns < ?",
+			"SELECT batches, " + agentAggCols + " FROM telemetry_agent_rollup WHERE agent = ? AND minute >= ? AND minute < ?",
+		} {
+			rows, err := tx.QueryContext(ctx, query, id, sinceNs, untilNs)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var a agentAgg
+				if err := rows.Scan(a.dest()...); err != nil {
+					rows.Close()
+					return err
+				}
+				agg.add(a)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		}
+		bt, err := loadBounds(ctx, tx)
+		if err != nil {
+			return err
+		}
+		args := []any{id, sinceNs, untilNs}
+		for _, query := range []string{
+			"SELECT deployment, model_version, start_ns, data FROM telemetry_raw WHERE agent = ? AND start_ns >= ? AND start_ns < ?",
+			"SELECT deployment, model_version, minute, data FROM telemetry_rollup WHERE agent = ? AND minute >= ? AND minute < ?",
+		} {
+			if err := scanReq(ctx, tx, bt, query, args, aggs); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return hub.AgentMetrics{}, fmt.Errorf("metrics of agent %q: %w", id, err)
+	}
+	out.Batches = int(agg.batches)
+	if agg.batches > 0 {
+		out.LastReport = fromNanos(agg.endNs)
+	}
+	if agg.durNs > 0 {
+		d := float64(agg.durNs) / 1e9
+		out.CPUCoresMean = agg.cpuSeconds / d
+		out.HostCPUUtilizationMean = agg.hostCPUSeconds / d
+	}
+	out.RSSBytes = uint64(agg.fig.rss)
+	out.HostMemoryTotalBytes = uint64(agg.fig.memTotal)
+	out.HostMemoryAvailableBytes = uint64(agg.fig.memAvailable)
+	out.DiskTotalBytes = uint64(agg.fig.diskTotal)
+	out.DiskFreeBytes = uint64(agg.fig.diskFree)
+	out.UptimeSeconds = uint64(agg.fig.uptime)
+	out.ModelCacheBytes = uint64(agg.fig.cache)
+	out.SpoolPendingBatches = uint64(agg.fig.spool)
+	out.DroppedBatches = uint64(agg.dropped)
+	out.Deployments = []hub.RequestMetrics{}
+	for _, d := range slices.Sorted(maps.Keys(aggs)) {
+		m := aggs[d].metrics(secs, untilNs)
+		m.Agent = id
+		m.Deployment = d
+		out.Deployments = append(out.Deployments, m)
+	}
+	return out, nil
 }
 
+// TelemetryTotals implements hub.TelemetryStore: one entry per deployment
+// that ever sent telemetry, by name. Deployments with no request latency
+// histogram have a zero RequestSeconds.
 func (s *Store) TelemetryTotals(ctx context.Context) ([]hub.DeploymentTotals, error) {
-	return nil, errTelemetryTODO
+	var out []hub.DeploymentTotals
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		bt, err := loadBounds(ctx, tx)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, "SELECT deployment, data FROM telemetry_totals ORDER BY deployment")
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name string
+			var raw []byte
+			if err := rows.Scan(&name, &raw); err != nil {
+				return err
+			}
+			d, err := bt.decodeData(raw)
+			if err != nil {
+				return fmt.Errorf("totals of %q: %w", name, err)
+			}
+			// Filled in place: the proto Histogram must not be copied.
+			out = append(out, hub.DeploymentTotals{Deployment: name, Requests: d.outcomes})
+			if h := d.h[histRequest]; !h.empty() {
+				t := &out[len(out)-1]
+				t.RequestSeconds.Bounds = slices.Clone(h.bounds)
+				t.RequestSeconds.Counts = h.counts
+				t.RequestSeconds.Sum = h.sum
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("telemetry totals: %w", err)
+	}
+	return out, nil
 }
 
+// PruneTelemetry implements hub.TelemetryStore. Zero fields of p take the
+// defaults (DefaultTelemetryRaw, DefaultTelemetryRollups). Raw rows whose
+// batch started before now-p.Raw, rounded down to the minute, are folded
+// into their minute's rollup (added to it if it exists: a late batch joins
+// its minute) and deleted in one transaction; rollups whose minute is
+// before now-p.Rollups are deleted; exact dedup records received before
+// now-p.Raw are deleted after raising their agents' floors (see
+// migTelemetry). Then the freed pages are returned to the file system
+// (PRAGMA incremental_vacuum, and a WAL checkpoint so the file shrinks);
+// BytesFreed counts the pages the database gave back.
+//
+// It holds the write lock for the whole fold: run it every few minutes so
+// each run folds little.
 func (s *Store) PruneTelemetry(ctx context.Context, now time.Time, p hub.TelemetryRetention) (hub.TelemetryPruned, error) {
-	return hub.TelemetryPruned{}, errTelemetryTODO
+	if p.Raw < 0 || p.Rollups < 0 {
+		return hub.TelemetryPruned{}, fmt.Errorf("prune telemetry: negative retention (raw %s, rollups %s): %w", p.Raw, p.Rollups, hub.ErrInvalid)
+	}
+	if p.Raw == 0 {
+		p.Raw = DefaultTelemetryRaw
+	}
+	if p.Rollups == 0 {
+		p.Rollups = DefaultTelemetryRollups
+	}
+	rawCut := minuteOf(nanos(now.Add(-p.Raw)))
+	rollCut := nanos(now.Add(-p.Rollups))
+	seenCut := nanos(now.Add(-p.Raw))
+	var res hub.TelemetryPruned
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res = hub.TelemetryPruned{}
+		bt, err := loadBounds(ctx, tx)
+		if err != nil {
+			return err
+		}
+		deployments, err := queryStrings(ctx, tx, "SELECT deployment FROM telemetry_totals")
+		if err != nil {
+			return err
+		}
+		for _, dep := range deployments {
+			if err := foldDeployment(ctx, tx, bt, dep, rawCut, rollCut, &res); err != nil {
+				return fmt.Errorf("deployment %q: %w", dep, err)
+			}
+		}
+		agents, err := queryStrings(ctx, tx, "SELECT agent FROM telemetry_agents")
+		if err != nil {
+			return err
+		}
+		for _, a := range agents {
+			if err := foldAgent(ctx, tx, a, rawCut, rollCut, &res); err != nil {
+				return fmt.Errorf("agent %q: %w", a, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE telemetry_agents SET floor = max(floor, (SELECT max(seq)
+			FROM telemetry_seen WHERE telemetry_seen.agent = telemetry_agents.agent AND received_at < ?1))
+			WHERE agent IN (SELECT agent FROM telemetry_seen WHERE received_at < ?1)`, seenCut); err != nil {
+			return fmt.Errorf("raise dedup floors: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM telemetry_seen WHERE received_at < ?", seenCut); err != nil {
+			return fmt.Errorf("delete dedup records: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return hub.TelemetryPruned{}, fmt.Errorf("prune telemetry: %w", err)
+	}
+	freed, err := s.vacuum(ctx)
+	if err != nil {
+		return res, fmt.Errorf("prune telemetry: %w", err)
+	}
+	res.BytesFreed = freed
+	return res, nil
+}
+
+func queryStrings(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+type rollupKey struct {
+	minute  int64
+	agent   string
+	version int64
+}
+
+func foldDeployment(ctx context.Context, tx *sql.Tx, bt *boundsTable, dep string, rawCut, rollCut int64, res *hub.TelemetryPruned) error {
+	groups := map[rollupKey]*reqData{}
+	rows, err := tx.QueryContext(ctx, "SELECT start_ns, agent, model_version, data FROM telemetry_raw WHERE deployment = ? AND start_ns < ?", dep, rawCut)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var start int64
+		var k rollupKey
+		var raw []byte
+		if err := rows.Scan(&start, &k.agent, &k.version, &raw); err != nil {
+			rows.Close()
+			return err
+		}
+		d, err := bt.decodeData(raw)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		k.minute = minuteOf(start)
+		g := groups[k]
+		if g == nil {
+			g = &reqData{}
+			groups[k] = g
+		}
+		g.add(d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	var buf []byte
+	for k, d := range groups {
+		var old []byte
+		err := tx.QueryRowContext(ctx, "SELECT data FROM telemetry_rollup WHERE deployment = ? AND minute = ? AND agent = ? AND model_version = ?",
+			dep, k.minute, k.agent, k.version).Scan(&old)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			res.RollupsAdded++
+		case err != nil:
+			return err
+		default:
+			prev, err := bt.decodeData(old)
+			if err != nil {
+				return err
+			}
+			prev.add(d)
+			d = prev
+		}
+		if buf, err = bt.encodeData(ctx, tx, d, buf); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "INSERT OR REPLACE INTO telemetry_rollup (deployment, minute, agent, model_version, data) VALUES (?, ?, ?, ?, ?)",
+			dep, k.minute, k.agent, k.version, buf); err != nil {
+			return err
+		}
+	}
+	r, err := tx.ExecContext(ctx, "DELETE FROM telemetry_raw WHERE deployment = ? AND start_ns < ?", dep, rawCut)
+	if err != nil {
+		return err
+	}
+	n, _ := r.RowsAffected()
+	res.RawDeleted += n
+	r, err = tx.ExecContext(ctx, "DELETE FROM telemetry_rollup WHERE deployment = ? AND minute < ?", dep, rollCut)
+	if err != nil {
+		return err
+	}
+	n, _ = r.RowsAffected()
+	res.RollupDeleted += n
+	return nil
+}
+
+func foldAgent(ctx context.Context, tx *sql.Tx, agent string, rawCut, rollCut int64, res *hub.TelemetryPruned) error {
+	groups := map[int64]*agentAgg{}
+	rows, err := tx.QueryContext(ctx, "SELECT start_ns, 1, "+agentAggCols+" FROM telemetry_agent_raw WHERE agent = ? AND start_ns < ?", agent, rawCut)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var start int64
+		var a agentAgg
+		if err := rows.Scan(append([]any{&start}, a.dest()...)...); err != nil {
+			rows.Close()
+			return err
+		}
+		m := minuteOf(start)
+		if g := groups[m]; g != nil {
+			g.add(a)
+		} else {
+			groups[m] = &a
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for m, g := range groups {
+		var prev agentAgg
+		err := tx.QueryRowContext(ctx, "SELECT batches, "+agentAggCols+" FROM telemetry_agent_rollup WHERE agent = ? AND minute = ?", agent, m).Scan(prev.dest()...)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			res.RollupsAdded++
+		case err != nil:
+			return err
+		default:
+			g.add(prev)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO telemetry_agent_rollup (agent, minute, batches, `+agentAggCols+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			agent, m, g.batches, g.endNs, g.durNs, g.cpuSeconds, g.hostCPUSeconds, g.figEndNs, g.fig.rss, g.fig.memTotal,
+			g.fig.memAvailable, g.fig.diskTotal, g.fig.diskFree, g.fig.uptime, g.fig.cache, g.fig.spool, g.dropped); err != nil {
+			return err
+		}
+	}
+	r, err := tx.ExecContext(ctx, "DELETE FROM telemetry_agent_raw WHERE agent = ? AND start_ns < ?", agent, rawCut)
+	if err != nil {
+		return err
+	}
+	n, _ := r.RowsAffected()
+	res.RawDeleted += n
+	r, err = tx.ExecContext(ctx, "DELETE FROM telemetry_agent_rollup WHERE agent = ? AND minute < ?", agent, rollCut)
+	if err != nil {
+		return err
+	}
+	n, _ = r.RowsAffected()
+	res.RollupDeleted += n
+	return nil
+}
+
+// vacuum returns the database's free pages to the file system and reports
+// the bytes given back. It needs auto_vacuum = INCREMENTAL (see
+// ensureIncrementalVacuum).
+func (s *Store) vacuum(ctx context.Context) (int64, error) {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	var pageSize, before, after int64
+	if err := conn.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize); err != nil {
+		return 0, fmt.Errorf("page size: %w", err)
+	}
+	if err := conn.QueryRowContext(ctx, "PRAGMA page_count").Scan(&before); err != nil {
+		return 0, fmt.Errorf("page count: %w", err)
+	}
+	// Each step of the pragma frees pages: drain it.
+	rows, err := conn.QueryContext(ctx, "PRAGMA incremental_vacuum")
+	if err != nil {
+		return 0, fmt.Errorf("incremental vacuum: %w", err)
+	}
+	for rows.Next() {
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("incremental vacuum: %w", err)
+	}
+	if err := conn.QueryRowContext(ctx, "PRAGMA page_count").Scan(&after); err != nil {
+		return 0, fmt.Errorf("page count: %w", err)
+	}
+	// The file shrinks when the WAL is checkpointed; a checkpoint that
+	// readers keep from finishing is done by a later one.
+	var busy, logPages, done int
+	if err := conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logPages, &done); err != nil {
+		return 0, fmt.Errorf("checkpoint: %w", err)
+	}
+	return (before - after) * pageSize, nil
+}
+
+// ensureIncrementalVacuum converts a database created without
+// auto_vacuum = INCREMENTAL (before the telemetry store existed) with one
+// VACUUM, which rewrites the whole file: it takes a while on a large
+// database, once. New databases are created incremental by Open.
+func (s *Store) ensureIncrementalVacuum(ctx context.Context) error {
+	var mode int
+	if err := s.w.QueryRowContext(ctx, "PRAGMA auto_vacuum").Scan(&mode); err != nil {
+		return fmt.Errorf("sqlite: read auto_vacuum: %w", err)
+	}
+	if mode == 2 {
+		return nil
+	}
+	s.log.Info("converting database to incremental vacuum (one full VACUUM)", "auto_vacuum", mode)
+	if _, err := s.w.ExecContext(ctx, "PRAGMA auto_vacuum = INCREMENTAL"); err != nil {
+		return fmt.Errorf("sqlite: set auto_vacuum: %w", err)
+	}
+	if _, err := s.w.ExecContext(ctx, "VACUUM"); err != nil {
+		return fmt.Errorf("sqlite: vacuum: %w", err)
+	}
+	return nil
 }
