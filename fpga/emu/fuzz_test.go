@@ -62,6 +62,9 @@ func FuzzHandle(f *testing.F) {
 	f.Add(uint8(wire.OpAlloc), e.B)
 	f.Add(uint8(wire.OpInfo), []byte(nil))
 	f.Add(uint8(wire.OpWait), []byte{1, 0, 0, 0, 1, 0, 0, 0})
+	f.Add(uint8(wire.OpHello), wire.AppendHello(nil, wire.Hello{Revision: wire.Revision}))
+	f.Add(uint8(wire.OpSubmit), wire.AppendSubmit(nil, &wire.Submit{Iterations: 1, TimeoutMs: 1,
+		Writes: []wire.Copy{{Addr: 4096, Data: []byte{1, 2}}}, Reads: []wire.Copy{{Addr: 4096, Len: 2}}}))
 	f.Fuzz(func(t *testing.T, op uint8, payload []byte) {
 		d, err := NewDevice(Config{DRAMBytes: 1 << 20, SPADBytes: 4096, ACCWords: 1024})
 		if err != nil {
