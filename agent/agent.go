@@ -110,6 +110,8 @@ type Agent struct {
 	events        []*agentv1.AgentEvent
 	eventsDropped uint64
 
+	guard *guardState // rollback rules (guard.go)
+
 	mu      sync.Mutex // guards the fields below
 	desired *agentv1.DesiredState
 	serving map[string]served
@@ -135,7 +137,7 @@ func New(cfg Config, srv Server, log *slog.Logger) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, srv: srv, log: log, cache: cache,
 		inbox: make(chan struct{}, 1), upCh: make(chan struct{}, 1),
-		serving: map[string]served{}, status: map[string]*agentv1.DeploymentStatus{}}
+		serving: map[string]served{}, status: map[string]*agentv1.DeploymentStatus{}, guard: newGuardState()}
 	a.sess, err = mqttsession.New(mqttsession.Config{
 		Broker: cfg.Broker, AgentID: cfg.ID, Username: cfg.Username, Password: cfg.Password,
 		Capabilities: cfg.Capabilities, HeartbeatSeconds: uint32(cfg.Heartbeat / time.Second),
@@ -185,6 +187,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.restore(ctx); err != nil {
 		return err
 	}
+	if err := a.restoreGuard(); err != nil {
+		return err
+	}
+	guardDone := a.startGuard(ctx)
 	sessDone := make(chan struct{})
 	go func() {
 		defer close(sessDone)
@@ -219,6 +225,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				<-done
 			}
 			<-sessDone
+			guardDone()
 			return nil
 		case <-a.inbox:
 			a.inMu.Lock()
@@ -376,6 +383,9 @@ func (a *Agent) needsWork() bool {
 		want[d.GetName()] = true
 		s, ok := a.serving[d.GetName()]
 		if !ok || s.sha != d.GetModel().GetSha256() || s.version != d.GetModel().GetVersion() {
+			if a.guard.isRolledBack(d.GetName(), d.GetModel().GetSha256()) {
+				continue
+			}
 			return true
 		}
 	}
@@ -452,7 +462,11 @@ func (a *Agent) reconcile(ctx context.Context, d *agentv1.DesiredState) (failed 
 	a.mu.Unlock()
 	slices.Sort(gone)
 	for _, name := range gone {
-		if err := a.srv.Unload(ctx, name); err != nil {
+		a.guard.srvMu.Lock()
+		a.guardForget(name)
+		err := a.srv.Unload(ctx, name)
+		a.guard.srvMu.Unlock()
+		if err != nil {
 			if ctx.Err() != nil {
 				return false
 			}
@@ -481,6 +495,9 @@ func (a *Agent) reconcile(ctx context.Context, d *agentv1.DesiredState) (failed 
 // (in the cache) → load, warm up and switch (in the Server) → report.
 func (a *Agent) deploy(ctx context.Context, dep *agentv1.DeploymentSpec) error {
 	name, ref := dep.GetName(), dep.GetModel()
+	if a.guardSkip(ctx, dep) {
+		return nil
+	}
 	a.mu.Lock()
 	cur, ok := a.serving[name]
 	a.mu.Unlock()
@@ -504,12 +521,18 @@ func (a *Agent) deploy(ctx context.Context, dep *agentv1.DeploymentSpec) error {
 		return fmt.Errorf("download %s version %d: %w", ref.GetName(), ref.GetVersion(), err)
 	}
 	a.setStatus(ctx, name, func(st *agentv1.DeploymentStatus) { st.State = agentv1.DeploymentStatus_STATE_LOADING })
+	a.guard.srvMu.Lock()
+	defer a.guard.srvMu.Unlock()
+	a.mu.Lock()
+	prev, hadPrev := a.serving[name]
+	a.mu.Unlock()
 	if err := a.srv.Load(ctx, dep, path); err != nil {
 		return fmt.Errorf("load %s version %d: %w", ref.GetName(), ref.GetVersion(), err)
 	}
 	a.mu.Lock()
 	a.serving[name] = served{version: ref.GetVersion(), sha: ref.GetSha256()}
 	a.mu.Unlock()
+	a.guardLoaded(dep, prev, hadPrev)
 	if err := a.saveServing(); err != nil {
 		// Serving is right; only the restart record is stale.
 		a.log.Error("persist serving record", "error", err)
@@ -545,6 +568,7 @@ func (a *Agent) gc(d *agentv1.DesiredState) {
 	for _, dep := range d.GetDeployments() {
 		inUse = append(inUse, dep.GetModel().GetSha256())
 	}
+	inUse = append(inUse, a.guardGC(d)...) // versions on probation roll back to
 	if _, err := a.cache.GC(inUse); err != nil {
 		a.log.Warn("model cache gc", "error", err)
 	}

@@ -55,12 +55,20 @@ func Run(ctx context.Context, ln net.Listener, cfg DaemonConfig, log *slog.Logge
 		ln.Close()
 		return fmt.Errorf("edge: %w", err)
 	}
-	es, err := New(Config{ORT: cfg.ORT, Open: cfg.Open}, reg, log)
+	// The agent's telemetry observes every runner's inputs; the agent is
+	// made after the Server it drives, and Wrap runs only from its Run.
+	var a *agent.Agent
+	wrap := func(spec *agentv1.DeploymentSpec, r scoring.Runner) scoring.Runner { return a.ObserveInputs(spec, r) }
+	es, err := New(Config{ORT: cfg.ORT, Open: cfg.Open, Wrap: wrap}, reg, log)
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	a, err := agent.New(cfg.Agent, es, log)
+	acfg := cfg.Agent
+	if acfg.Stats == nil {
+		acfg.Stats = reg.Stats
+	}
+	a, err = agent.New(acfg, es, log)
 	if err != nil {
 		ln.Close()
 		return err
