@@ -66,6 +66,18 @@ type Config struct {
 	// Stats, if set, gives the scoring totals that telemetry and guard
 	// rules are computed from (the edge daemon passes its registry's).
 	Stats StatsFunc
+	// TelemetryInterval is how often a telemetry batch is made (default
+	// 10s, at least 1s); TelemetryAckTimeout how long an upload waits for
+	// the hub's ack before it is sent again (default 15s);
+	// TelemetryUploadBytes bounds one upload and one batch (default 512 KiB).
+	TelemetryInterval    time.Duration
+	TelemetryAckTimeout  time.Duration
+	TelemetryUploadBytes int
+	// SpoolMaxBytes and SpoolMaxAge bound the telemetry spool at
+	// DataDir/telemetry (0 takes the spool's defaults, 64 MiB and 24h;
+	// beyond them the oldest batches are dropped and counted).
+	SpoolMaxBytes int64
+	SpoolMaxAge   time.Duration
 }
 
 func (c *Config) setDefaults() error {
@@ -87,7 +99,7 @@ func (c *Config) setDefaults() error {
 	if c.RetryInterval <= 0 {
 		c.RetryInterval = 30 * time.Second
 	}
-	return nil
+	return c.telemetryDefaults()
 }
 
 // Agent reconciles the deployments a hub wants with what its Server
@@ -109,6 +121,8 @@ type Agent struct {
 	evMu          sync.Mutex // guards events and eventsDropped
 	events        []*agentv1.AgentEvent
 	eventsDropped uint64
+
+	tel *telemetryLoop
 
 	guard *guardState // rollback rules (guard.go)
 
@@ -138,12 +152,15 @@ func New(cfg Config, srv Server, log *slog.Logger) (*Agent, error) {
 	a := &Agent{cfg: cfg, srv: srv, log: log, cache: cache,
 		inbox: make(chan struct{}, 1), upCh: make(chan struct{}, 1),
 		serving: map[string]served{}, status: map[string]*agentv1.DeploymentStatus{}, guard: newGuardState()}
+	if a.tel, err = newTelemetryLoop(a); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	a.sess, err = mqttsession.New(mqttsession.Config{
 		Broker: cfg.Broker, AgentID: cfg.ID, Username: cfg.Username, Password: cfg.Password,
 		Capabilities: cfg.Capabilities, HeartbeatSeconds: uint32(cfg.Heartbeat / time.Second),
 		ChunkWindow: cfg.ChunkWindow, ChunkTimeout: cfg.ChunkTimeout,
 		MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff,
-	}, mqttsession.Handlers{Desired: a.receive, Connected: a.connected}, log)
+	}, mqttsession.Handlers{Desired: a.receive, Connected: a.connected, TelemetryAck: a.tel.ack}, log)
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -172,6 +189,7 @@ func (a *Agent) receive(d *agentv1.DesiredState) {
 }
 
 func (a *Agent) connected() {
+	a.tel.connected()
 	select {
 	case a.upCh <- struct{}{}:
 	default:
@@ -196,6 +214,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer close(sessDone)
 		_ = a.sess.Run(ctx)
 	}()
+	telDone := a.tel.start(ctx)
 
 	var (
 		running context.CancelFunc
@@ -225,6 +244,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				<-done
 			}
 			<-sessDone
+			telDone()
 			guardDone()
 			return nil
 		case <-a.inbox:

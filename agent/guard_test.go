@@ -140,6 +140,7 @@ func (s *ortServer) checkAnswer(t *testing.T, name string, rows int, seed int64)
 func guardConfig(t *testing.T, url, dir string, srv *ortServer) Config {
 	cfg := testConfig(t, url, dir)
 	cfg.Stats = srv.reg.Stats
+	cfg.TelemetryInterval = time.Hour // the test reads the event queue itself
 	return cfg
 }
 
