@@ -22,5 +22,19 @@
 // MinCount values (default 500); it drifts when its PSI is at or above
 // Threshold. A deployment drifts when any judged feature drifts.
 //
-// This package is arithmetic only: it reads no store and keeps no state.
+// Evaluator. Report compares a deployment's model version over a window
+// with its baseline, making the baseline first when it can: from the
+// training run's hub.BaselineArtifact (baseline.csv, parsed by
+// ParseBaselineCSV) when the version was registered from a run that saved
+// one, otherwise from the first BaselineWindow (1h) of telemetry after the
+// version first reported features, once that hour is over. Until then the
+// report's status is pending_baseline. Run evaluates every deployment
+// every Interval (1m) over the last Window (1h), records the drifting flag
+// when a deployment was judged, and records drift_detected and
+// drift_resolved events when the flag changes (an event store error is
+// logged, the flag is still recorded). It also prunes per-minute feature
+// summaries older than Retention (7 days); baselines are kept.
+//
+// This package does not ingest telemetry (hub/internal/sqlite does) or
+// serve it (hub/internal/api).
 package drift

@@ -2,6 +2,7 @@ package drift
 
 import (
 	"math"
+	"strconv"
 	"testing"
 
 	"github.com/atelier-ml/atelier/internal/sketch"
@@ -121,3 +122,5 @@ func TestMinCount(t *testing.T) {
 		t.Error("negative threshold accepted")
 	}
 }
+
+func ftoa(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
