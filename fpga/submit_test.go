@@ -225,6 +225,13 @@ func TestSubmitFaultsAsSeparateCalls(t *testing.T) {
 // emulator never sends.
 func fakeDevice(t *testing.T, answer func(f wire.Frame) wire.Frame) string {
 	t.Helper()
+	return fakeDeviceConns(t, func() (func(wire.Frame) wire.Frame, func()) { return answer, func() {} })
+}
+
+// fakeDeviceConns is fakeDevice with a handler per connection: perConn
+// returns the connection's answer function and what to do when it closes.
+func fakeDeviceConns(t *testing.T, perConn func() (func(wire.Frame) wire.Frame, func())) string {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "fake.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
@@ -245,8 +252,10 @@ func fakeDevice(t *testing.T, answer func(f wire.Frame) wire.Frame) string {
 			conns = append(conns, c)
 			mu.Unlock()
 			wg.Add(1)
+			answer, done := perConn()
 			go func() {
 				defer wg.Done()
+				defer done()
 				for {
 					f, err := wire.ReadFrame(c)
 					if err != nil {
@@ -412,29 +421,29 @@ func TestEmulatorRejectsMalformedSubmit(t *testing.T) {
 func countingProxy(t *testing.T, target string, rev1 bool) (string, func() map[wire.Op]int) {
 	var mu sync.Mutex
 	seen := map[wire.Op]int{}
-	up, err := net.Dial("unix", strings.TrimPrefix(target, "unix:"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { up.Close() })
-	var upMu sync.Mutex
-	proxy := fakeDevice(t, func(f wire.Frame) wire.Frame {
-		if rev1 && (f.Op == wire.OpHello || f.Op == wire.OpSubmit) {
-			return wire.Frame{Status: wire.StatusBadRequest, Payload: fmt.Appendf(nil, "op %d: unknown operation: malformed device protocol frame", f.Op)}
-		}
-		mu.Lock()
-		seen[f.Op]++
-		mu.Unlock()
-		upMu.Lock()
-		defer upMu.Unlock()
-		if err := wire.WriteFrame(up, f); err != nil {
-			return wire.Frame{Status: wire.StatusInternal, Payload: []byte(err.Error())}
-		}
-		r, err := wire.ReadFrame(up)
+	proxy := fakeDeviceConns(t, func() (func(wire.Frame) wire.Frame, func()) {
+		up, err := net.Dial("unix", strings.TrimPrefix(target, "unix:"))
 		if err != nil {
-			return wire.Frame{Status: wire.StatusInternal, Payload: []byte(err.Error())}
+			return func(wire.Frame) wire.Frame {
+				return wire.Frame{Status: wire.StatusLost, Payload: []byte(err.Error())}
+			}, func() {}
 		}
-		return r
+		return func(f wire.Frame) wire.Frame {
+			if rev1 && (f.Op == wire.OpHello || f.Op == wire.OpSubmit) {
+				return wire.Frame{Status: wire.StatusBadRequest, Payload: fmt.Appendf(nil, "op %d: unknown operation: malformed device protocol frame", f.Op)}
+			}
+			mu.Lock()
+			seen[f.Op]++
+			mu.Unlock()
+			if err := wire.WriteFrame(up, f); err != nil {
+				return wire.Frame{Status: wire.StatusInternal, Payload: []byte(err.Error())}
+			}
+			r, err := wire.ReadFrame(up)
+			if err != nil {
+				return wire.Frame{Status: wire.StatusInternal, Payload: []byte(err.Error())}
+			}
+			return r
+		}, func() { up.Close() }
 	})
 	return proxy, func() map[wire.Op]int {
 		mu.Lock()
@@ -484,5 +493,39 @@ func TestSubmitToRevision1Device(t *testing.T) {
 	}
 	if _, err := c.submit(ctx, []byte("0123456789abcdef"), res); class(err) != "read: fpga: dma failure" {
 		t.Fatalf("bit flip on read through a revision-1 device: %v", err)
+	}
+}
+
+// TestSubmitCanceled cancels a job whose kernel hangs: the call returns
+// the context's error, and the next calls redial (and negotiate again) on
+// a fresh connection.
+func TestSubmitCanceled(t *testing.T) {
+	_, target, _ := serve(t, emu.Config{})
+	proxy, seen := countingProxy(t, target, false)
+	c := setupCard(t, proxy)
+	if err := c.d.InjectFault(context.Background(), fpga.FaultDMATimeout, 1); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		// Cancel once the job is in the device: its start has been passed on.
+		for seen()[wire.OpSubmit] < 1 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
+	if _, err := c.submit(ctx, make([]byte, 16), make([]byte, 16)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled job: %v, want context.Canceled", err)
+	}
+	if err := c.d.Reset(context.Background()); err != nil {
+		t.Fatalf("reset after a canceled job: %v", err)
+	}
+	c.load(t)
+	res := make([]byte, 16)
+	if _, err := c.submit(context.Background(), []byte("0123456789abcdef"), res); err != nil || string(res) != "0123456789abcdef" {
+		t.Fatalf("after reconnecting: %q, %v", res, err)
+	}
+	if n := seen()[wire.OpHello]; n != 2 {
+		t.Fatalf("%d hellos, want 2 (one per connection)", n)
 	}
 }
