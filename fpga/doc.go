@@ -15,6 +15,12 @@
 // errors.go, so callers test them with errors.Is: ErrTimeout, ErrDMA,
 // ErrReset, ErrDeviceLost, ...
 //
+// Device.Submit runs one inference as a Job — copies in, kernel, wait,
+// copies out — in one round trip when the transport implements Submitter
+// (the Unix transport does, with a device of protocol revision 2,
+// negotiated per connection) and as the separate calls otherwise; either
+// way it fails exactly as the separate calls would.
+//
 // Host↔device copies are integrity-checked: the device returns a CRC-32 of
 // the bytes as it stored or sent them and the transport compares it with
 // its own; a mismatch is ErrDMA.

@@ -9,6 +9,9 @@
 // error wrapping scoring.ErrBackend and the device error, or, with
 // Config.FallbackCPU, runs the whole model with ONNX Runtime instead.
 //
+// Each device pass is one fpga.Job (input copy, kernel, output copy)
+// submitted with Device.Submit, with buffers reused across Runs.
+//
 // A Runner owns its device buffers and program on the card; it does not
 // own the *fpga.Device (the caller closes it after the Runner).
 package backend

@@ -7,4 +7,9 @@
 // (4 bytes) and the payload. Responses echo the op and the request id.
 // Decoding is strict: every payload reader reports truncation and trailing
 // bytes as errors wrapping ErrMalformed.
+//
+// Revision 2 of the protocol adds OpHello (revision and capability
+// negotiation, Hello) and OpSubmit (a fused inference, Submit), with
+// encoders and decoders shared by both ends. BeginFrame, EndFrame and
+// ReadFrameBuf let either end build and read frames in reused buffers.
 package wire
