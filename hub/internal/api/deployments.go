@@ -68,7 +68,7 @@ func (a *API) withTargets(r *http.Request, deps []hub.Deployment) error {
 			deps[i].Targets = rollout.Targets(deps[i], agents, nil)
 		}
 	}
-	return nil
+	return a.withDrifting(r, deps) // drift.go
 }
 
 func (a *API) notifyRollout() {

@@ -445,3 +445,14 @@ func (m *moments) stats(input string, idx int, sk *sketch.Sketch) hub.FeatureSta
 	}
 	return f
 }
+
+// Run makes an evaluator with cfg and runs it until ctx ends (see
+// Evaluator.Run); a bad cfg is logged and nothing runs.
+func Run(ctx context.Context, cfg EvaluatorConfig, store Store, blobs hub.Blobs, log *slog.Logger) {
+	e, err := NewEvaluator(cfg, store, blobs, log)
+	if err != nil {
+		log.Error("drift evaluator not started", "error", err)
+		return
+	}
+	e.Run(ctx)
+}
