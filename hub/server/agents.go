@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -38,12 +40,18 @@ func (c storeCredentials) Verify(ctx context.Context, id, secret string) (bool, 
 // interval. Store writes happen on the fleet's observer goroutine (and the
 // sweeper's); a failed write is logged, and the next message retries.
 //
+// It records agent_online and agent_offline events on transitions only,
+// judged against the store's state before the write (the system of
+// record, which survives hub restarts): a presence message or report that
+// does not change the agent's state records nothing.
+//
 // ReportedStates (one per agent per heartbeat) are buffered and written in
 // one transaction per sweep period, so last_seen and the observed
 // generation in the store lag by at most that period; a thousand agents
 // with a 10 s heartbeat cost one small write a second instead of a hundred.
 type presence struct {
 	st    hub.AgentStore
+	ev    eventRecorder
 	log   *slog.Logger
 	now   func() time.Time
 	sweep time.Duration // sweeper and report-flush period
@@ -64,8 +72,14 @@ type seen struct {
 
 var _ fleet.Observer = (*presence)(nil)
 
-func newPresence(st hub.AgentStore, sweep time.Duration, log *slog.Logger) *presence {
-	return &presence{st: st, log: log, now: time.Now, sweep: sweep, agents: map[string]*seen{}, pending: map[string]hub.AgentReport{}}
+// presenceStore is what presence writes to.
+type presenceStore interface {
+	hub.AgentStore
+	hub.EventStore
+}
+
+func newPresence(st presenceStore, sweep time.Duration, log *slog.Logger) *presence {
+	return &presence{st: st, ev: eventRecorder{st: st, log: log}, log: log, now: time.Now, sweep: sweep, agents: map[string]*seen{}, pending: map[string]hub.AgentReport{}}
 }
 
 func capsFrom(c *agentv1.Capabilities) *hub.Capabilities {
@@ -88,27 +102,52 @@ func (p *presence) Presence(ctx context.Context, id string, m *agentv1.Presence)
 		p.mu.Lock()
 		p.agents[id] = &seen{last: now, heartbeat: hb}
 		p.mu.Unlock()
+		was := p.stateOf(ctx, id)
 		if err := p.st.SetAgentPresence(ctx, id, true, capsFrom(m.GetCapabilities()), now); err != nil {
 			p.storeFailed(ctx, "record agent online", id, err)
+			return
+		}
+		if was == hub.AgentOffline {
+			p.ev.record(ctx, hub.Event{Time: now, Kind: hub.EventAgentOnline, Agent: id, Message: "agent connected"})
 		}
 	case agentv1.Presence_STATUS_OFFLINE:
-		p.offline(ctx, id, now)
+		p.offline(ctx, id, now, "agent disconnected", map[string]string{"reason": "disconnected"})
 	}
 }
 
 // Reported implements fleet.Observer: a report is a heartbeat. It is
 // written to the store with the next flush.
-func (p *presence) Reported(_ context.Context, id string, r *agentv1.ReportedState) {
+func (p *presence) Reported(ctx context.Context, id string, r *agentv1.ReportedState) {
 	now := p.now()
 	p.mu.Lock()
 	s := p.agents[id]
-	if s == nil {
+	back := s == nil
+	if back {
 		s = &seen{heartbeat: DefaultHeartbeat}
 		p.agents[id] = s
 	}
 	s.last = now
 	p.pending[id] = hub.AgentReport{ObservedGeneration: r.GetObservedGeneration(), Endpoint: r.GetEndpoint(), At: now}
 	p.mu.Unlock()
+	// An agent not tracked as online that reports again (after being
+	// marked offline for missed heartbeats) comes back online with the
+	// next flush, which writes online = 1.
+	if back && p.stateOf(ctx, id) == hub.AgentOffline {
+		p.ev.record(ctx, hub.Event{Time: now, Kind: hub.EventAgentOnline, Agent: id, Message: "agent reporting again"})
+	}
+}
+
+// stateOf returns the agent's state in the store, or "" if it cannot be
+// read (then no presence event is recorded).
+func (p *presence) stateOf(ctx context.Context, id string) hub.AgentState {
+	a, err := p.st.GetAgent(ctx, id)
+	if err != nil {
+		if !errors.Is(err, hub.ErrNotFound) {
+			p.storeFailed(ctx, "read agent state", id, err)
+		}
+		return ""
+	}
+	return a.State
 }
 
 // flush writes the buffered reports in one store write. A failed write
@@ -125,15 +164,22 @@ func (p *presence) flush(ctx context.Context) {
 	}
 }
 
-func (p *presence) offline(ctx context.Context, id string, at time.Time) {
+// offline records the agent offline; why says how that was found (for
+// the agent_offline event).
+func (p *presence) offline(ctx context.Context, id string, at time.Time, why string, attrs map[string]string) {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
 	p.mu.Lock()
 	delete(p.agents, id)
 	delete(p.pending, id)
 	p.mu.Unlock()
+	was := p.stateOf(ctx, id)
 	if err := p.st.SetAgentPresence(ctx, id, false, nil, at); err != nil {
 		p.storeFailed(ctx, "record agent offline", id, err)
+		return
+	}
+	if was == hub.AgentOnline {
+		p.ev.record(ctx, hub.Event{Time: at, Kind: hub.EventAgentOffline, Agent: id, Message: why, Attrs: attrs})
 	}
 }
 
@@ -184,17 +230,18 @@ func (p *presence) run(ctx context.Context) {
 		}
 		p.flush(ctx)
 		now := p.now()
-		var stale []string
+		stale := map[string]time.Duration{}
 		p.mu.Lock()
 		for id, s := range p.agents {
 			if now.Sub(s.last) > MissedHeartbeats*s.heartbeat {
-				stale = append(stale, id)
+				stale[id] = now.Sub(s.last)
 			}
 		}
 		p.mu.Unlock()
-		for _, id := range stale {
+		for id, silent := range stale {
 			p.log.Info("agent missed its heartbeats; marking offline", "agent", id)
-			p.offline(ctx, id, now)
+			p.offline(ctx, id, now, fmt.Sprintf("agent missed its heartbeats: silent for %s", silent.Round(time.Second)),
+				map[string]string{"reason": "missed_heartbeats"})
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -40,6 +41,22 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// ReadHeaderTimeout bounds reading a request's headers.
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// WebhookURL, when set, receives every event as a JSON POST, in order,
+	// at least once (docs/events.md); WebhookSecret, when set, keys the
+	// X-Atelier-Signature HMAC-SHA256 header.
+	WebhookURL    string `yaml:"webhook_url"`
+	WebhookSecret string `yaml:"webhook_secret"`
+	// EventRetention and EventMaxCount bound the event log: older events,
+	// and the oldest beyond the count, are removed hourly (0: no limit).
+	EventRetention time.Duration `yaml:"event_retention"`
+	EventMaxCount  int64         `yaml:"event_max_count"`
+	// TelemetryRawRetention is how long raw telemetry batches are kept;
+	// older ones are folded into 1-minute rollups, kept for
+	// TelemetryRollupRetention. TelemetryPruneInterval is how often the
+	// retention runs (docs/monitoring.md).
+	TelemetryRawRetention    time.Duration `yaml:"telemetry_raw_retention"`
+	TelemetryRollupRetention time.Duration `yaml:"telemetry_rollup_retention"`
+	TelemetryPruneInterval   time.Duration `yaml:"telemetry_prune_interval"`
 }
 
 // DefaultDataDir is $XDG_DATA_HOME/atelier, or ~/.local/share/atelier.
@@ -67,6 +84,12 @@ func DefaultConfig() Config {
 		MaxArtifactBytes:  1 << 30,
 		ShutdownTimeout:   10 * time.Second,
 		ReadHeaderTimeout: 10 * time.Second,
+		EventRetention:    30 * 24 * time.Hour,
+		EventMaxCount:     1_000_000,
+
+		TelemetryRawRetention:    24 * time.Hour,
+		TelemetryRollupRetention: 30 * 24 * time.Hour,
+		TelemetryPruneInterval:   time.Hour,
 	}
 }
 
@@ -151,6 +174,26 @@ func (c Config) Validate() error {
 	}
 	if c.ReadHeaderTimeout <= 0 {
 		return fmt.Errorf("hub config: read_header_timeout: %s must be positive", c.ReadHeaderTimeout)
+	}
+	if c.WebhookURL != "" {
+		if u, err := url.Parse(c.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("hub config: webhook_url: %q is not an http:// or https:// URL with a host", c.WebhookURL)
+		}
+	}
+	if c.WebhookSecret != "" && c.WebhookURL == "" {
+		return errors.New("hub config: webhook_secret: set without webhook_url")
+	}
+	if c.EventRetention < 0 || c.EventMaxCount < 0 {
+		return fmt.Errorf("hub config: event_retention %s, event_max_count %d: must not be negative", c.EventRetention, c.EventMaxCount)
+	}
+	if c.TelemetryRawRetention <= 0 {
+		return fmt.Errorf("hub config: telemetry_raw_retention: %s must be positive", c.TelemetryRawRetention)
+	}
+	if c.TelemetryRollupRetention < c.TelemetryRawRetention {
+		return fmt.Errorf("hub config: telemetry_rollup_retention: %s must be at least telemetry_raw_retention (%s)", c.TelemetryRollupRetention, c.TelemetryRawRetention)
+	}
+	if c.TelemetryPruneInterval < time.Minute {
+		return fmt.Errorf("hub config: telemetry_prune_interval: %s must be at least 1m", c.TelemetryPruneInterval)
 	}
 	return nil
 }

@@ -121,7 +121,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	pres := newPresence(store, time.Second, s.log.With("component", "presence"))
 	ro := rollout.New(rollout.Config{}, store, s.log.With("component", "rollout"))
 	fl, err := fleet.New(fleet.Config{Broker: "tcp://" + br.MQTTAddr(), Username: broker.HubUser, Password: hubSecret},
-		blobs, rollout.Tee(pres, ro), s.log.With("component", "fleet"))
+		blobs, rollout.Tee(pres, ro, newDeploymentEvents(store, s.log.With("component", "events"))), s.log.With("component", "fleet"))
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
@@ -129,6 +129,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	var fleetWG sync.WaitGroup
 	fleetWG.Go(func() { _ = fl.Run(fctx) })
 	fleetWG.Go(func() { pres.run(fctx) })
+	// The event log's retention, and the webhook when one is configured.
+	fleetWG.Go(func() { runEvents(fctx, cfg, store, s.log.With("component", "events")) })
 	defer func() { stopFleet(); fleetWG.Wait() }() // before the broker shuts down
 	select {
 	case <-fl.Ready():

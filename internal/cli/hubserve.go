@@ -29,6 +29,8 @@ type hubServeFlags struct {
 	mqtt      string
 	nats      string
 	advertise string
+	webhook   string
+	secret    string
 	logFormat string
 	logLevel  string
 }
@@ -44,10 +46,17 @@ Settings come from, in increasing precedence: the defaults, the environment
 (ATELIER_HUB_DATA, ATELIER_HUB_HTTP, ATELIER_HUB_MQTT, ATELIER_HUB_NATS), the
 YAML file given by --config (keys: data, http, mqtt, nats, advertise_mqtt,
 max_body_bytes, max_batch_bytes, max_metric_points, max_artifact_bytes,
-shutdown_timeout, read_header_timeout), and the flags. Once listening, the hub
+shutdown_timeout, read_header_timeout, webhook_url, webhook_secret,
+event_retention, event_max_count), and the flags. Once listening, the hub
 writes the bound addresses to <data>/hub.addr as JSON (useful with port 0).
 --advertise-mqtt is the broker address enrolling agents are told to use, when
 they reach it by another name than the bound --mqtt address.
+
+--webhook-url makes the hub POST every event (docs/events.md) as JSON to that URL,
+in order and at least once; with a secret (--webhook-secret, or better
+ATELIER_HUB_WEBHOOK_SECRET or the config file, which other users cannot read in
+the process list) each request is signed with an X-Atelier-Signature HMAC-SHA256
+header.
 
 The HTTP API has no authentication yet: keep it on loopback.`,
 		Args: argsRange(0, 0, "no arguments"),
@@ -74,6 +83,8 @@ The HTTP API has no authentication yet: keep it on loopback.`,
 	fl.StringVar(&f.mqtt, "mqtt", "", "MQTT listen address HOST:PORT (default 127.0.0.1:1883)")
 	fl.StringVar(&f.nats, "nats", "", "NATS listen address HOST:PORT (default 127.0.0.1:4222)")
 	fl.StringVar(&f.advertise, "advertise-mqtt", "", "MQTT address HOST:PORT enrollment gives agents (default: the bound --mqtt address)")
+	fl.StringVar(&f.webhook, "webhook-url", "", "POST every event as JSON to this http(s) URL")
+	fl.StringVar(&f.secret, "webhook-secret", "", "sign webhook requests with HMAC-SHA256 under this secret (prefer $ATELIER_HUB_WEBHOOK_SECRET)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
@@ -94,6 +105,7 @@ func (a *app) hubConfig(cmd *cobra.Command, f hubServeFlags) (server.Config, err
 		{"ATELIER_HUB_HTTP", &cfg.HTTP},
 		{"ATELIER_HUB_MQTT", &cfg.MQTT},
 		{"ATELIER_HUB_NATS", &cfg.NATS},
+		{"ATELIER_HUB_WEBHOOK_SECRET", &cfg.WebhookSecret},
 	} {
 		if v := a.getenv(e.env); v != "" {
 			*e.dst = v
@@ -120,6 +132,8 @@ func (a *app) hubConfig(cmd *cobra.Command, f hubServeFlags) (server.Config, err
 		{"mqtt", f.mqtt, &cfg.MQTT},
 		{"nats", f.nats, &cfg.NATS},
 		{"advertise-mqtt", f.advertise, &cfg.AdvertiseMQTT},
+		{"webhook-url", f.webhook, &cfg.WebhookURL},
+		{"webhook-secret", f.secret, &cfg.WebhookSecret},
 	} {
 		if cmd.Flags().Changed(fl.name) {
 			*fl.dst = fl.val
