@@ -24,6 +24,12 @@ const (
 	TargetLoading     = "loading"
 	TargetServing     = "serving"
 	TargetFailed      = "failed"
+	// TargetRolledBack: a guard rule held during the new version's
+	// probation and the agent switched back to the version before
+	// (ModelVersion); RolledBackVersion is the version it left and Error
+	// the reason. The agent does not retry that version until the
+	// deployment names another one.
+	TargetRolledBack = "rolled_back"
 )
 
 // Runtime option limits.
@@ -119,12 +125,15 @@ func (d Deployment) Reaches(id string, labels map[string]string) bool {
 // agent's latest ReportedState.
 type DeploymentTarget struct {
 	Agent string `json:"agent"`
-	// State is one of pending, downloading, loading, serving, failed.
+	// State is one of pending, downloading, loading, serving, failed,
+	// rolled_back.
 	State string `json:"state"`
 	// ModelVersion is the version the agent reports (serving, or being
 	// brought up); 0 while pending.
 	ModelVersion int    `json:"model_version"`
 	Error        string `json:"error,omitempty"`
+	// RolledBackVersion is the version rolled back, with State rolled_back.
+	RolledBackVersion int `json:"rolled_back_version,omitempty"`
 	// Endpoint is the agent's scoring endpoint URL for this deployment
 	// ({agent endpoint}/v2/models/{name}); empty until the agent reports
 	// an endpoint.
@@ -140,16 +149,20 @@ type DeploymentCreate struct {
 	Agents   []string          `json:"agents,omitempty"`
 	Selector map[string]string `json:"selector,omitempty"`
 	Options  RuntimeOptions    `json:"options"`
+	// Guard are rollback rules the agents apply to this version (none when
+	// nil).
+	Guard *GuardRules `json:"guard,omitempty"`
 }
 
 // DeploymentUpdate is the body of PATCH .../deployments/{name}: each field
 // set replaces the stored one (Agents or Selector replaces the targeting
-// as a whole).
+// as a whole; Guard {} removes the rules).
 type DeploymentUpdate struct {
 	Model    string            `json:"model,omitempty"`
 	Agents   []string          `json:"agents,omitempty"`
 	Selector map[string]string `json:"selector,omitempty"`
 	Options  *RuntimeOptions   `json:"options,omitempty"`
+	Guard    *GuardRules       `json:"guard,omitempty"`
 }
 
 // DeploymentSpec is what the store records: the model resolved by the
@@ -164,6 +177,8 @@ type DeploymentSpec struct {
 	Agents   []string
 	Selector map[string]string
 	Options  RuntimeOptions
+	// Guard is nil for no rules; otherwise checked, Probation filled in.
+	Guard *GuardRules
 }
 
 // CheckTargeting validates agents and selector: exactly one is set, agent
@@ -211,19 +226,23 @@ func (dc DeploymentCreate) Spec() (DeploymentSpec, error) {
 	if err := dc.Options.Check(); err != nil {
 		return DeploymentSpec{}, fmt.Errorf("deployment %q: %w", dc.Name, err)
 	}
+	g, err := normalizeGuard(dc.Guard)
+	if err != nil {
+		return DeploymentSpec{}, fmt.Errorf("deployment %q: %w", dc.Name, err)
+	}
 	return DeploymentSpec{Name: dc.Name, Model: model, Ref: ref, Agents: slices.Clone(dc.Agents),
-		Selector: maps.Clone(dc.Selector), Options: dc.Options}, nil
+		Selector: maps.Clone(dc.Selector), Options: dc.Options, Guard: g}, nil
 }
 
 // Apply validates du and applies it to the spec of the stored deployment
 // d, returning the new spec. An empty update is ErrInvalid.
 func (du DeploymentUpdate) Apply(d Deployment) (DeploymentSpec, error) {
-	if du.Model == "" && len(du.Agents) == 0 && len(du.Selector) == 0 && du.Options == nil {
-		return DeploymentSpec{}, fmt.Errorf("update deployment %q: nothing to change: expected model, agents, selector or options: %w", d.Name, ErrInvalid)
+	if du.Model == "" && len(du.Agents) == 0 && len(du.Selector) == 0 && du.Options == nil && du.Guard == nil {
+		return DeploymentSpec{}, fmt.Errorf("update deployment %q: nothing to change: expected model, agents, selector, options or guard: %w", d.Name, ErrInvalid)
 	}
 	// Without a model the deployed version stays (an alias is not
 	// resolved again) and so does the alias it came from.
-	dc := DeploymentCreate{Name: d.Name, Model: d.ModelRef(), Agents: d.Agents, Selector: d.Selector, Options: d.Options}
+	dc := DeploymentCreate{Name: d.Name, Model: d.ModelRef(), Agents: d.Agents, Selector: d.Selector, Options: d.Options, Guard: d.Guard}
 	if du.Model != "" {
 		dc.Model = du.Model
 	}
@@ -232,6 +251,9 @@ func (du DeploymentUpdate) Apply(d Deployment) (DeploymentSpec, error) {
 	}
 	if du.Options != nil {
 		dc.Options = *du.Options
+	}
+	if du.Guard != nil {
+		dc.Guard = du.Guard
 	}
 	spec, err := dc.Spec()
 	if err == nil && du.Model == "" {

@@ -237,7 +237,8 @@ func (r *Rollout) compute(ctx context.Context, push Pusher, a hub.Agent, deps []
 		}
 		delay, _ := d.Options.Delay() // validated when stored
 		out = append(out, &agentv1.DeploymentSpec{Name: d.Name, Model: ref, Options: &agentv1.RuntimeOptions{
-			MaxBatchSize: uint32(d.Options.MaxBatch), MaxQueueDelayUs: uint32(delay / time.Microsecond)}})
+			MaxBatchSize: uint32(d.Options.MaxBatch), MaxQueueDelayUs: uint32(delay / time.Microsecond)},
+			Guard: guardRules(d.Guard)})
 	}
 	slices.SortFunc(out, func(x, y *agentv1.DeploymentSpec) int { return strings.Compare(x.GetName(), y.GetName()) })
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&agentv1.DesiredState{Deployments: out})
@@ -303,6 +304,14 @@ func Targets(d hub.Deployment, agents []hub.Agent, reports map[string]*agentv1.R
 				if t.State == hub.TargetServing && t.ModelVersion != d.Version {
 					t.State = hub.TargetPending
 				}
+				if t.State == hub.TargetRolledBack {
+					if int(st.GetRolledBackVersion()) == d.Version {
+						t.RolledBackVersion = d.Version
+					} else {
+						// A rollback of a version the deployment no longer names.
+						t.State, t.Error = hub.TargetPending, ""
+					}
+				}
 			}
 		}
 		if endpoint != "" {
@@ -324,8 +333,19 @@ func stateName(s agentv1.DeploymentStatus_State) string {
 		return hub.TargetServing
 	case agentv1.DeploymentStatus_STATE_FAILED:
 		return hub.TargetFailed
+	case agentv1.DeploymentStatus_STATE_ROLLED_BACK:
+		return hub.TargetRolledBack
 	}
 	return hub.TargetPending
+}
+
+// guardRules converts stored rules to the protocol's (nil for none).
+func guardRules(g *hub.GuardRules) *agentv1.GuardRules {
+	if g == nil || g.RollbackIf == "" {
+		return nil
+	}
+	p, _ := g.ProbationDuration() // validated when stored
+	return &agentv1.GuardRules{RollbackIf: g.RollbackIf, ProbationSeconds: uint32(p / time.Second), MinRequests: uint32(g.MinRequests)}
 }
 
 // Tee returns an Observer that hands every message to each of obs in

@@ -18,17 +18,17 @@ import (
 var _ hub.DeploymentStore = (*Store)(nil)
 
 const deploymentCols = `w.name, d.name, m.name, v.version, d.alias, v.sha256, v.size,
-	d.agents, d.selector, d.options, d.created_at, d.updated_at`
+	d.agents, d.selector, d.options, d.guard, d.created_at, d.updated_at`
 
 const deploymentFrom = ` FROM deployments d JOIN workspaces w ON w.id = d.workspace_id
 	JOIN model_versions v ON v.id = d.version_id JOIN models m ON m.id = v.model_id`
 
 func scanDeployment(sc interface{ Scan(...any) error }) (hub.Deployment, error) {
 	var d hub.Deployment
-	var agents, selector, options string
+	var agents, selector, options, guard string
 	var created, updated int64
 	if err := sc.Scan(&d.Workspace, &d.Name, &d.Model, &d.Version, &d.Alias, &d.SHA256, &d.Size,
-		&agents, &selector, &options, &created, &updated); err != nil {
+		&agents, &selector, &options, &guard, &created, &updated); err != nil {
 		return d, err
 	}
 	if err := json.Unmarshal([]byte(agents), &d.Agents); err != nil {
@@ -40,6 +40,12 @@ func scanDeployment(sc interface{ Scan(...any) error }) (hub.Deployment, error) 
 	if err := json.Unmarshal([]byte(options), &d.Options); err != nil {
 		return d, fmt.Errorf("deployment %q: decode options: %w", d.Name, err)
 	}
+	if guard != "" {
+		d.Guard = new(hub.GuardRules)
+		if err := json.Unmarshal([]byte(guard), d.Guard); err != nil {
+			return d, fmt.Errorf("deployment %q: decode guard: %w", d.Name, err)
+		}
+	}
 	d.CreatedAt, d.UpdatedAt = fromNanos(created), fromNanos(updated)
 	d.Targets = []hub.DeploymentTarget{}
 	return d, nil
@@ -50,6 +56,7 @@ type deploymentRow struct {
 	wsID, versionID           int64
 	alias                     string
 	agents, selector, options string
+	guard                     string // JSON, '' for none
 }
 
 // resolveDeployment checks spec (name, targeting, options), resolves its
@@ -66,6 +73,17 @@ func resolveDeployment(ctx context.Context, tx *sql.Tx, ws string, spec hub.Depl
 	}
 	if err := spec.Options.Check(); err != nil {
 		return row, err
+	}
+	var guard string
+	if spec.Guard != nil {
+		if err := spec.Guard.Check(); err != nil {
+			return row, err
+		}
+		g, err := json.Marshal(spec.Guard)
+		if err != nil {
+			return row, err
+		}
+		guard = string(g)
 	}
 	wsID, err := workspaceID(ctx, tx, ws)
 	if err != nil {
@@ -112,7 +130,7 @@ func resolveDeployment(ctx context.Context, tx *sql.Tx, ws string, spec hub.Depl
 	if alias == "" && spec.Ref.Version > 0 {
 		alias = spec.Alias
 	}
-	return deploymentRow{wsID: wsID, versionID: vid, alias: alias, agents: string(a), selector: string(s), options: string(o)}, nil
+	return deploymentRow{wsID: wsID, versionID: vid, alias: alias, agents: string(a), selector: string(s), options: string(o), guard: guard}, nil
 }
 
 // CreateDeployment implements hub.DeploymentStore.
@@ -131,8 +149,8 @@ func (s *Store) CreateDeployment(ctx context.Context, ws string, spec hub.Deploy
 			return err
 		}
 		now := nanos(s.now())
-		_, err = tx.ExecContext(ctx, `INSERT INTO deployments (workspace_id, name, version_id, alias, agents, selector, options, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, row.wsID, spec.Name, row.versionID, row.alias, row.agents, row.selector, row.options, now, now)
+		_, err = tx.ExecContext(ctx, `INSERT INTO deployments (workspace_id, name, version_id, alias, agents, selector, options, guard, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, row.wsID, spec.Name, row.versionID, row.alias, row.agents, row.selector, row.options, row.guard, now, now)
 		return err
 	})
 	if err != nil {
@@ -158,8 +176,8 @@ func (s *Store) UpdateDeployment(ctx context.Context, ws string, spec hub.Deploy
 		if err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE deployments SET version_id = ?, alias = ?, agents = ?, selector = ?, options = ?, updated_at = ?
-			WHERE workspace_id = ? AND name = ?`, row.versionID, row.alias, row.agents, row.selector, row.options, nanos(s.now()), row.wsID, spec.Name)
+		res, err := tx.ExecContext(ctx, `UPDATE deployments SET version_id = ?, alias = ?, agents = ?, selector = ?, options = ?, guard = ?, updated_at = ?
+			WHERE workspace_id = ? AND name = ?`, row.versionID, row.alias, row.agents, row.selector, row.options, row.guard, nanos(s.now()), row.wsID, spec.Name)
 		if err != nil {
 			return err
 		}

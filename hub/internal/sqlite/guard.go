@@ -1,4 +1,5 @@
 package sqlite
 
-// migGuard adds deployments' guard rules (placeholder until written).
-const migGuard = `SELECT 1;`
+// migGuard adds deployments' guard rules: hub.GuardRules as JSON, or ''
+// for none.
+const migGuard = `ALTER TABLE deployments ADD COLUMN guard TEXT NOT NULL DEFAULT '';`
