@@ -120,7 +120,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	// and handing reports to the rollout (per-target deployment states).
 	pres := newPresence(store, time.Second, s.log.With("component", "presence"))
 	ro := rollout.New(rollout.Config{}, store, s.log.With("component", "rollout"))
-	fl, err := fleet.New(fleet.Config{Broker: "tcp://" + br.MQTTAddr(), Username: broker.HubUser, Password: hubSecret},
+	ing := newIngester(ingestConfig{}, store, s.log.With("component", "telemetry")) // group-commits telemetry (telemetry.go)
+	fl, err := fleet.New(fleet.Config{Broker: "tcp://" + br.MQTTAddr(), Username: broker.HubUser, Password: hubSecret, Telemetry: ing},
 		blobs, rollout.Tee(pres, ro, newDeploymentEvents(store, s.log.With("component", "events"))), s.log.With("component", "fleet"))
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
@@ -129,6 +130,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	var fleetWG sync.WaitGroup
 	fleetWG.Go(func() { _ = fl.Run(fctx) })
 	fleetWG.Go(func() { pres.run(fctx) })
+	fleetWG.Go(func() { ing.run(fctx, fl) })
+	fleetWG.Go(func() { runTelemetryRetention(fctx, store, cfg, s.log.With("component", "telemetry")) })
 	// The event log's retention, and the webhook when one is configured.
 	fleetWG.Go(func() { runEvents(fctx, cfg, store, s.log.With("component", "events")) })
 	defer func() { stopFleet(); fleetWG.Wait() }() // before the broker shuts down
@@ -163,7 +166,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		Rollout:          ro,
 	}, notifyingStore{Store: store, ro: ro}, blobs, s.log.With("component", "api"))
 	hs := &http.Server{
-		Handler:           a.Handler(),
+		Handler:           withMetrics(a, ing, fl), // GET /metrics, then the API
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
