@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/atelier-ml/atelier/internal/sketch"
 	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
 	"github.com/atelier-ml/atelier/scoring"
 )
@@ -201,17 +202,22 @@ func (f *feature) add(x float64) {
 	f.sk.add(x)
 }
 
-// merge adds g's observations to f (Chan et al.'s parallel update).
-func (f *feature) merge(g *feature) {
+// merge adds g's moments to f (Chan et al.'s parallel update) and its
+// sketch to sk.
+func (f *feature) merge(g *feature, sk **sketch.Sketch) {
 	f.nan += g.nan
+	if s := g.sk.sketch(); s != nil {
+		if *sk == nil {
+			*sk = s
+		} else {
+			(*sk).Merge(s)
+		}
+	}
 	if g.n == 0 {
 		return
 	}
 	if f.n == 0 {
-		nan := f.nan
-		*f = *g
-		f.nan = nan
-		f.sk = g.sk.clone()
+		f.n, f.mean, f.m2, f.min, f.max = g.n, g.mean, g.m2, g.min, g.max
 		return
 	}
 	n := f.n + g.n
@@ -220,7 +226,6 @@ func (f *feature) merge(g *feature) {
 	f.m2 += g.m2 + d*d*float64(f.n)*float64(g.n)/float64(n)
 	f.min, f.max = min(f.min, g.min), max(f.max, g.max)
 	f.n = n
-	f.sk.merge(&g.sk)
 }
 
 type number interface {
@@ -392,19 +397,22 @@ func (o *observer) take() ([]*agentv1.FeatureSummary, [][]byte) {
 	var feats []*agentv1.FeatureSummary
 	if o.maxFeatures > 0 {
 		merged := make([][]feature, len(o.inputs))
+		sketches := make([][]*sketch.Sketch, len(o.inputs))
 		for s := range o.shards {
 			sh := &o.shards[s]
 			sh.mu.Lock()
-			for i, acc := range sh.acc {
+			taken := sh.acc
+			sh.acc = make([][]feature, len(taken))
+			sh.mu.Unlock()
+			for i, acc := range taken {
 				if len(merged[i]) < len(acc) {
 					merged[i] = append(merged[i], make([]feature, len(acc)-len(merged[i]))...)
+					sketches[i] = append(sketches[i], make([]*sketch.Sketch, len(acc)-len(sketches[i]))...)
 				}
 				for j := range acc {
-					merged[i][j].merge(&acc[j])
+					merged[i][j].merge(&acc[j], &sketches[i][j])
 				}
-				sh.acc[i] = sh.acc[i][:0]
 			}
-			sh.mu.Unlock()
 		}
 		for i, fs := range merged {
 			for j := range fs {
@@ -413,7 +421,10 @@ func (o *observer) take() ([]*agentv1.FeatureSummary, [][]byte) {
 					continue
 				}
 				fsum := &agentv1.FeatureSummary{Input: o.inputs[i], Index: uint32(j), Count: f.n, NanCount: f.nan,
-					Mean: f.mean, M2: f.m2, Min: f.min, Max: f.max, Sketch: f.sk.proto()}
+					Mean: f.mean, M2: f.m2, Min: f.min, Max: f.max}
+				if sk := sketches[i][j]; sk != nil {
+					fsum.Sketch = sk.Proto()
+				}
 				feats = append(feats, fsum)
 			}
 		}

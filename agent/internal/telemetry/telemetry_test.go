@@ -8,9 +8,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"syscall"
 	"testing"
 
 	"github.com/atelier-ml/atelier/internal/onnx/onnxtest"
+	"github.com/atelier-ml/atelier/internal/sketch"
 	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
 	"github.com/atelier-ml/atelier/scoring"
 	"github.com/atelier-ml/atelier/scoring/ort"
@@ -165,6 +168,21 @@ func TestFeatureSummariesMatchDirectComputation(t *testing.T) {
 		if float64(fs.Count) != n || float64(fs.NanCount) != nan {
 			t.Fatalf("input[%d]: count %d nan %d, want %v and %v", j, fs.Count, fs.NanCount, n, nan)
 		}
+		sk, err := sketch.FromProto(fs.Sketch)
+		if err != nil {
+			t.Fatalf("input[%d]: sketch: %v", j, err)
+		}
+		var vals []float64
+		for _, r := range all {
+			if x := float64(r[j]); !math.IsNaN(x) {
+				vals = append(vals, x)
+			}
+		}
+		slices.Sort(vals)
+		med := vals[(len(vals)-1)/2]
+		if sk.Count() != fs.Count || math.Abs(sk.Quantile(0.5)-med) > 0.02*math.Abs(med)+1e-9 {
+			t.Fatalf("input[%d]: sketch count %d median %v, want %d and %v (±2%%)", j, sk.Count(), sk.Quantile(0.5), fs.Count, med)
+		}
 		if !near(fs.Mean, mean) || !near(fs.M2, m2) || fs.Min != lo || fs.Max != hi {
 			t.Fatalf("input[%d]: mean %v m2 %v min %v max %v, want %v %v %v %v", j, fs.Mean, fs.M2, fs.Min, fs.Max, mean, m2, lo, hi)
 		}
@@ -242,11 +260,46 @@ func BenchmarkWrapped(b *testing.B) {
 				run = c.Wrap(&agentv1.DeploymentSpec{Name: "d", Model: &agentv1.ModelRef{Version: 1}}, r)
 			}
 			ctx := context.Background()
+			cpu0 := cpuNanos()
 			for b.Loop() {
 				if _, err := run.Run(ctx, in); err != nil {
 					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(float64(cpuNanos()-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
+}
+
+// BenchmarkObserve is the wrapper's own cost per Run: summaries (and
+// sketches) of every summarized element of a batch.
+func BenchmarkObserve(b *testing.B) {
+	for _, c := range []struct {
+		name        string
+		rows, width int
+	}{{"rows=1/features=4", 1, 4}, {"rows=8/features=256", 8, 256}} {
+		b.Run(c.name, func(b *testing.B) {
+			col, _ := New(Config{}, nil)
+			o := newObserver(col, DefaultMaxFeatures, 0, []scoring.TensorSpec{{Name: "x", DataType: scoring.Float32}})
+			data := make([]float32, c.rows*c.width)
+			rng := rand.New(rand.NewPCG(1, 1))
+			for i := range data {
+				data[i] = float32(rng.NormFloat64())
+			}
+			in := []scoring.Tensor{{Name: "x", DataType: scoring.Float32, Shape: []int64{int64(c.rows), int64(c.width)}, Data: data}}
+			cpu0 := cpuNanos()
+			for b.Loop() {
+				o.observe(in)
+			}
+			b.ReportMetric(float64(cpuNanos()-cpu0)/float64(b.N)/float64(c.rows*c.width), "cpu-ns/element")
+		})
+	}
+}
+
+// cpuNanos is the process's user+system CPU time: on a shared machine it
+// is steadier than wall time.
+func cpuNanos() int64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
