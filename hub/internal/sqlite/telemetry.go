@@ -1070,18 +1070,21 @@ func (s *Store) TelemetryTotals(ctx context.Context) ([]hub.DeploymentTotals, er
 }
 
 // PruneTelemetry implements hub.TelemetryStore. Zero fields of p take the
-// defaults (DefaultTelemetryRaw, DefaultTelemetryRollups). Raw rows whose
-// batch started before now-p.Raw, rounded down to the minute, are folded
-// into their minute's rollup (added to it if it exists: a late batch joins
-// its minute) and deleted in one transaction; rollups whose minute is
-// before now-p.Rollups are deleted; exact dedup records received before
-// now-p.Raw are deleted after raising their agents' floors (see
-// migTelemetry). Then the freed pages are returned to the file system
-// (PRAGMA incremental_vacuum, and a WAL checkpoint so the file shrinks);
-// BytesFreed counts the pages the database gave back.
+// defaults (DefaultTelemetryRaw, DefaultTelemetryRollups).
 //
-// It holds the write lock for the whole fold: run it every few minutes so
-// each run folds little.
+// Raw rows whose batch started before now-p.Raw, rounded down to the
+// minute, are folded into their minute's rollup (added to it if it exists:
+// a late batch joins its minute) and deleted in the same transaction;
+// rollups whose minute is before now-p.Rollups are deleted; exact dedup
+// records received before now-p.Raw are deleted in the transaction that
+// raises their agents' floors (see migTelemetry). The work is split into
+// transactions of about pruneBudget rows (one deployment-minute, or
+// several, at a time), so ingestion waits for one chunk at most, never for
+// the whole fold; every chunk leaves the data consistent, and on an error
+// the counts returned are those of the chunks committed. Then the freed
+// pages are returned to the file system (PRAGMA incremental_vacuum, and a
+// WAL checkpoint so the file shrinks); BytesFreed counts the pages the
+// database gave back.
 func (s *Store) PruneTelemetry(ctx context.Context, now time.Time, p hub.TelemetryRetention) (hub.TelemetryPruned, error) {
 	if p.Raw < 0 || p.Rollups < 0 {
 		return hub.TelemetryPruned{}, fmt.Errorf("prune telemetry: negative retention (raw %s, rollups %s): %w", p.Raw, p.Rollups, hub.ErrInvalid)
@@ -1092,46 +1095,10 @@ func (s *Store) PruneTelemetry(ctx context.Context, now time.Time, p hub.Telemet
 	if p.Rollups == 0 {
 		p.Rollups = DefaultTelemetryRollups
 	}
-	rawCut := minuteOf(nanos(now.Add(-p.Raw)))
-	rollCut := nanos(now.Add(-p.Rollups))
-	seenCut := nanos(now.Add(-p.Raw))
+	c := pruneCuts{raw: minuteOf(nanos(now.Add(-p.Raw))), rollups: nanos(now.Add(-p.Rollups)), seen: nanos(now.Add(-p.Raw))}
 	var res hub.TelemetryPruned
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		res = hub.TelemetryPruned{}
-		bt, err := loadBounds(ctx, tx)
-		if err != nil {
-			return err
-		}
-		deployments, err := queryStrings(ctx, tx, "SELECT deployment FROM telemetry_totals")
-		if err != nil {
-			return err
-		}
-		for _, dep := range deployments {
-			if err := foldDeployment(ctx, tx, bt, dep, rawCut, rollCut, &res); err != nil {
-				return fmt.Errorf("deployment %q: %w", dep, err)
-			}
-		}
-		agents, err := queryStrings(ctx, tx, "SELECT agent FROM telemetry_agents")
-		if err != nil {
-			return err
-		}
-		for _, a := range agents {
-			if err := foldAgent(ctx, tx, a, rawCut, rollCut, &res); err != nil {
-				return fmt.Errorf("agent %q: %w", a, err)
-			}
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE telemetry_agents SET floor = max(floor, (SELECT max(seq)
-			FROM telemetry_seen WHERE telemetry_seen.agent = telemetry_agents.agent AND received_at < ?1))
-			WHERE agent IN (SELECT agent FROM telemetry_seen WHERE received_at < ?1)`, seenCut); err != nil {
-			return fmt.Errorf("raise dedup floors: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, "DELETE FROM telemetry_seen WHERE received_at < ?", seenCut); err != nil {
-			return fmt.Errorf("delete dedup records: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return hub.TelemetryPruned{}, fmt.Errorf("prune telemetry: %w", err)
+	if err := s.pruneChunks(ctx, c, &res); err != nil {
+		return res, fmt.Errorf("prune telemetry: %w", err)
 	}
 	freed, err := s.vacuum(ctx)
 	if err != nil {
@@ -1139,6 +1106,125 @@ func (s *Store) PruneTelemetry(ctx context.Context, now time.Time, p hub.Telemet
 	}
 	res.BytesFreed = freed
 	return res, nil
+}
+
+// pruneBudget is about how many rows one pruning transaction handles.
+const pruneBudget = 20_000
+
+type pruneCuts struct{ raw, rollups, seen int64 }
+
+func addPruned(a *hub.TelemetryPruned, b hub.TelemetryPruned) {
+	a.RawDeleted += b.RawDeleted
+	a.RollupsAdded += b.RollupsAdded
+	a.RollupDeleted += b.RollupDeleted
+}
+
+// pruneChunk runs fn in its own write transaction and adds its counts to
+// res once committed.
+func (s *Store) pruneChunk(ctx context.Context, res *hub.TelemetryPruned, fn func(tx *sql.Tx, bt *boundsTable, r *hub.TelemetryPruned) error) error {
+	var r hub.TelemetryPruned
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		r = hub.TelemetryPruned{}
+		bt, err := loadBounds(ctx, tx)
+		if err != nil {
+			return err
+		}
+		return fn(tx, bt, &r)
+	})
+	if err != nil {
+		return err
+	}
+	addPruned(res, r)
+	return nil
+}
+
+func (s *Store) pruneChunks(ctx context.Context, c pruneCuts, res *hub.TelemetryPruned) error {
+	var deployments, agents []string
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		if deployments, err = queryStrings(ctx, tx, "SELECT deployment FROM telemetry_totals"); err != nil {
+			return err
+		}
+		agents, err = queryStrings(ctx, tx, "SELECT agent FROM telemetry_agents")
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	// Deployments: a minute at a time, the oldest first, until the budget.
+	for _, dep := range deployments {
+		for done := false; !done; {
+			err := s.pruneChunk(ctx, res, func(tx *sql.Tx, bt *boundsTable, r *hub.TelemetryPruned) error {
+				for r.RawDeleted < pruneBudget {
+					var first sql.NullInt64
+					if err := tx.QueryRowContext(ctx, "SELECT min(start_ns) FROM telemetry_raw WHERE deployment = ?", dep).Scan(&first); err != nil {
+						return err
+					}
+					if !first.Valid || first.Int64 >= c.raw {
+						done = true
+						break
+					}
+					if err := foldDeployment(ctx, tx, bt, dep, min(minuteOf(first.Int64)+minuteNs, c.raw), r); err != nil {
+						return err
+					}
+				}
+				if !done {
+					return nil
+				}
+				d, err := tx.ExecContext(ctx, "DELETE FROM telemetry_rollup WHERE deployment = ? AND minute < ?", dep, c.rollups)
+				if err != nil {
+					return err
+				}
+				n, _ := d.RowsAffected()
+				r.RollupDeleted += n
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("deployment %q: %w", dep, err)
+			}
+		}
+	}
+	// Agents: whole agents, until the budget.
+	for len(agents) > 0 {
+		err := s.pruneChunk(ctx, res, func(tx *sql.Tx, _ *boundsTable, r *hub.TelemetryPruned) error {
+			for len(agents) > 0 && r.RawDeleted+r.RollupDeleted < pruneBudget {
+				if err := foldAgent(ctx, tx, agents[0], c.raw, c.rollups, r); err != nil {
+					return fmt.Errorf("agent %q: %w", agents[0], err)
+				}
+				agents = agents[1:]
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	// Dedup records, oldest first: each chunk raises the floors of the
+	// records it deletes.
+	for {
+		var upTo int64
+		err := s.read(ctx, func(tx *sql.Tx) error {
+			return tx.QueryRowContext(ctx, "SELECT coalesce(max(received_at), 0) FROM (SELECT received_at FROM telemetry_seen WHERE received_at < ? ORDER BY received_at LIMIT ?)",
+				c.seen, pruneBudget).Scan(&upTo)
+		})
+		if err != nil || upTo == 0 {
+			return err
+		}
+		err = s.write(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, `UPDATE telemetry_agents SET floor = max(floor, (SELECT max(seq)
+				FROM telemetry_seen WHERE telemetry_seen.agent = telemetry_agents.agent AND received_at <= ?1))
+				WHERE agent IN (SELECT agent FROM telemetry_seen WHERE received_at <= ?1)`, upTo); err != nil {
+				return fmt.Errorf("raise dedup floors: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, "DELETE FROM telemetry_seen WHERE received_at <= ?", upTo); err != nil {
+				return fmt.Errorf("delete dedup records: %w", err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func queryStrings(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]string, error) {
@@ -1164,7 +1250,9 @@ type rollupKey struct {
 	version int64
 }
 
-func foldDeployment(ctx context.Context, tx *sql.Tx, bt *boundsTable, dep string, rawCut, rollCut int64, res *hub.TelemetryPruned) error {
+// foldDeployment folds dep's raw rows that start before rawCut into
+// rollups and deletes them.
+func foldDeployment(ctx context.Context, tx *sql.Tx, bt *boundsTable, dep string, rawCut int64, res *hub.TelemetryPruned) error {
 	groups := map[rollupKey]*reqData{}
 	rows, err := tx.QueryContext(ctx, "SELECT start_ns, agent, model_version, data FROM telemetry_raw WHERE deployment = ? AND start_ns < ?", dep, rawCut)
 	if err != nil {
@@ -1227,12 +1315,6 @@ func foldDeployment(ctx context.Context, tx *sql.Tx, bt *boundsTable, dep string
 	}
 	n, _ := r.RowsAffected()
 	res.RawDeleted += n
-	r, err = tx.ExecContext(ctx, "DELETE FROM telemetry_rollup WHERE deployment = ? AND minute < ?", dep, rollCut)
-	if err != nil {
-		return err
-	}
-	n, _ = r.RowsAffected()
-	res.RollupDeleted += n
 	return nil
 }
 
