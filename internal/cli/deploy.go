@@ -31,7 +31,7 @@ targeted agent's state (pending, downloading, loading, serving, failed) from
 that agent's latest report, and the URL the deployment is served at.`,
 	}
 	cmd.AddCommand(a.deployCreateCmd(), a.deployUpdateCmd(), a.deployListCmd(), a.deployShowCmd(), a.deployDeleteCmd(),
-		a.deployMetricsCmd(), a.deployDriftCmd())
+		a.deployMetricsCmd(), a.deployDriftCmd(), a.deployCaptureCmd())
 	for _, sub := range cmd.Commands() {
 		if strings.Contains(sub.Use, " NAME") {
 			sub.ValidArgsFunction = a.completeDeployments
