@@ -65,6 +65,11 @@ type deployFlags struct {
 	selectors []string
 	maxBatch  int
 	maxDelay  string
+	// guard rules
+	rollbackIf  string
+	probation   string
+	minRequests int
+	noGuard     bool // update only
 }
 
 func (f *deployFlags) register(cmd *cobra.Command) {
@@ -74,6 +79,25 @@ func (f *deployFlags) register(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.selectors, "selector", nil, "agent label KEY=VALUE an agent must carry (repeatable, all must match)")
 	fl.IntVar(&f.maxBatch, "max-batch", 0, fmt.Sprintf("most requests merged into one inference run (0: the agent's default; at most %d)", hub.MaxDeploymentBatch))
 	fl.StringVar(&f.maxDelay, "max-delay", "", fmt.Sprintf("longest a request waits to be batched, e.g. 2ms (at most %s)", hub.MaxDeploymentDelay))
+	fl.StringVar(&f.rollbackIf, "rollback-if", "", `guard rule: agents roll back to the previous version if it holds during probation, e.g. "error_rate > 0.05 or latency_p99 > 50ms"`)
+	fl.StringVar(&f.probation, "probation", "", fmt.Sprintf("how long after the switch the guard rule is evaluated, e.g. 10m (default %s; with --rollback-if)", hub.DefaultProbation))
+	fl.IntVar(&f.minRequests, "min-requests", 0, "requests the new version must answer before the rule is evaluated (0: the agent's default, 20; with --rollback-if)")
+}
+
+// guard returns the guard rules the flags give (nil for none) and checks
+// them locally, so mistakes are usage errors.
+func (f *deployFlags) guard() (*hub.GuardRules, error) {
+	if f.rollbackIf == "" {
+		if f.probation != "" || f.minRequests != 0 {
+			return nil, usageError("--probation and --min-requests go with --rollback-if EXPR")
+		}
+		return nil, nil
+	}
+	g := &hub.GuardRules{RollbackIf: f.rollbackIf, Probation: f.probation, MinRequests: f.minRequests}
+	if err := g.Check(); err != nil {
+		return nil, usageError("%s", strings.TrimSuffix(err.Error(), ": "+hub.ErrInvalid.Error()))
+	}
+	return g, nil
 }
 
 // parse checks the flags locally, so mistakes are usage errors.
@@ -116,8 +140,12 @@ func (a *app) deployCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			guard, err := f.guard()
+			if err != nil {
+				return err
+			}
 			d, err := a.client().CreateDeployment(cmd.Context(), ws, hub.DeploymentCreate{Name: args[0], Model: f.model,
-				Agents: f.targets, Selector: selector, Options: opts})
+				Agents: f.targets, Selector: selector, Options: opts, Guard: guard})
 			if err != nil {
 				return err
 			}
@@ -133,11 +161,13 @@ func (a *app) deployCreateCmd() *cobra.Command {
 func (a *app) deployUpdateCmd() *cobra.Command {
 	var f deployFlags
 	cmd := &cobra.Command{
-		Use:   "update NAME [--model MODEL[:VERSION|@ALIAS]] [--target AGENT_ID ... | --selector KEY=VALUE ...] [--max-batch N] [--max-delay D]",
-		Short: "Change a deployment's model version, targets or runtime options",
+		Use:   "update NAME [--model MODEL[:VERSION|@ALIAS]] [--target AGENT_ID ... | --selector KEY=VALUE ...] [--max-batch N] [--max-delay D] [--rollback-if EXPR [--probation D] | --no-guard]",
+		Short: "Change a deployment's model version, targets, runtime options or guard rules",
 		Long: `Change a deployment. --model resolves the model again (an alias is looked up
 now); --target or --selector replaces the targeting as a whole; --max-batch and
---max-delay replace both runtime options. What is not given is kept.`,
+--max-delay replace both runtime options; --rollback-if (with --probation and
+--min-requests) replaces the guard rules and --no-guard removes them. What is
+not given is kept, guard rules included.`,
 		Args: argsRange(1, 1, "NAME"),
 		RunE: a.withWorkspace(func(cmd *cobra.Command, ws string, args []string) error {
 			selector, opts, err := f.parse()
@@ -148,8 +178,17 @@ now); --target or --selector replaces the targeting as a whole; --max-batch and
 			if cmd.Flags().Changed("max-batch") || cmd.Flags().Changed("max-delay") {
 				du.Options = &opts
 			}
-			if du.Model == "" && len(du.Agents) == 0 && len(du.Selector) == 0 && du.Options == nil {
-				return usageError("nothing to change: give --model, --target, --selector, --max-batch or --max-delay")
+			if du.Guard, err = f.guard(); err != nil {
+				return err
+			}
+			if f.noGuard {
+				if du.Guard != nil {
+					return usageError("give --rollback-if or --no-guard, not both")
+				}
+				du.Guard = &hub.GuardRules{}
+			}
+			if du.Model == "" && len(du.Agents) == 0 && len(du.Selector) == 0 && du.Options == nil && du.Guard == nil {
+				return usageError("nothing to change: give --model, --target, --selector, --max-batch, --max-delay, --rollback-if or --no-guard")
 			}
 			d, err := a.client().UpdateDeployment(cmd.Context(), ws, args[0], du)
 			if err != nil {
@@ -161,6 +200,7 @@ now); --target or --selector replaces the targeting as a whole; --max-batch and
 		}),
 	}
 	f.register(cmd)
+	cmd.Flags().BoolVar(&f.noGuard, "no-guard", false, "remove the deployment's guard rules")
 	return cmd
 }
 
@@ -193,9 +233,11 @@ func (a *app) deployShowCmd() *cobra.Command {
 		Use:   "show NAME",
 		Short: "Show a deployment and the state of each agent it targets",
 		Long: `Show a deployment and, per targeted agent, its state (pending until the agent
-reports the deployment; downloading, loading, serving, failed), the model
-version it reports, its error, and the URL it serves the deployment at. A
-target reads pending while its agent still serves another version.`,
+reports the deployment; downloading, loading, serving, failed, rolled_back),
+the model version it reports, its error, and the URL it serves the deployment
+at. A target reads pending while its agent still serves another version, and
+rolled_back when a guard rule held during probation and the agent went back
+to the version it served before (VERSION is that one; ERROR says why).`,
 		Args: argsRange(1, 1, "NAME"),
 		RunE: a.withWorkspace(func(cmd *cobra.Command, ws string, args []string) error {
 			d, err := a.client().GetDeployment(cmd.Context(), ws, args[0])
@@ -215,6 +257,7 @@ target reads pending while its agent still serves another version.`,
 					delay = d.Options.MaxDelay
 				}
 				fmt.Fprintf(out, "Options:\tmax batch %s, max delay %s\n", batch, delay)
+				fmt.Fprintf(out, "Guard:\t%s\n", guardSummary(d.Guard))
 				fmt.Fprintf(out, "Created:\t%s\n", fmtTime(&d.CreatedAt))
 				fmt.Fprintf(out, "Updated:\t%s\n", fmtTime(&d.UpdatedAt))
 				fmt.Fprintln(out, "\nAGENT\tSTATE\tVERSION\tENDPOINT\tERROR")
@@ -245,6 +288,22 @@ func (a *app) deployDeleteCmd() *cobra.Command {
 			return nil
 		}),
 	}
+}
+
+// guardSummary renders a deployment's guard rules for show.
+func guardSummary(g *hub.GuardRules) string {
+	if g == nil || g.RollbackIf == "" {
+		return "none"
+	}
+	probation := g.Probation
+	if probation == "" {
+		probation = hub.DefaultProbation.String()
+	}
+	minReq := "default"
+	if g.MinRequests > 0 {
+		minReq = fmt.Sprint(g.MinRequests)
+	}
+	return fmt.Sprintf("rollback if %s, probation %s, min requests %s", g.RollbackIf, probation, minReq)
 }
 
 // modelWithAlias renders "clf:3" or "clf:3 (@prod)".

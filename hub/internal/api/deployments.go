@@ -49,6 +49,16 @@ func deploymentSchemas(s obj) obj {
 		"agents": arrayOf(obj{"type": "string"}), "selector": strMap, "options": ref("RuntimeOptions")}, "name", "model")
 	s["DeploymentUpdate"] = props(obj{"model": str("NAME:VERSION, NAME@ALIAS or NAME (latest)"),
 		"agents": arrayOf(obj{"type": "string"}), "selector": strMap, "options": ref("RuntimeOptions")})
+	// Guard rules (hub/guard.go); the rule is validated by body.Spec/Apply.
+	s["GuardRules"] = props(obj{"rollback_if": str(`rule the agents evaluate during probation, e.g. "error_rate > 0.05 or latency_p99 > 50ms" (docs/deployments.md)`),
+		"probation": str("Go duration, whole seconds from 1s to 168h (empty: 10m)"),
+		"min_requests": obj{"type": "integer", "description": "requests before the rule is evaluated (0: the agent's default, 20)"}})
+	for _, k := range []string{"Deployment", "DeploymentCreate", "DeploymentUpdate"} {
+		s[k].(obj)["properties"].(obj)["guard"] = ref("GuardRules")
+	}
+	t := s["DeploymentTarget"].(obj)["properties"].(obj)
+	t["state"].(obj)["enum"] = append(t["state"].(obj)["enum"].([]string), hub.TargetRolledBack)
+	t["rolled_back_version"] = obj{"type": "integer", "description": "with state rolled_back: the version the agent rolled back"}
 	return s
 }
 
