@@ -140,7 +140,11 @@ const (
 	maxOutcomes       = 32
 	maxBatchEntries   = 1024 // deployment entries in one batch
 	maxHistBounds     = 256
-	maxTelemetryCount = 1 << 53 // one count; sums of many stay far from 2^64
+	maxTelemetryCount = 1 << 40 // one count; 2^24 such batches still sum below 2^64
+	// maxTelemetryValue bounds histogram bounds and sums and CPU seconds,
+	// so merged sums and interpolated quantiles stay finite (JSON has no
+	// Inf).
+	maxTelemetryValue = 1e12
 	maxBatchSpan      = 24 * time.Hour
 	maxClockSkew      = time.Hour // how far in the hub's future a batch may end
 )
@@ -443,8 +447,8 @@ func checkBatch(b *agentv1.TelemetryBatch, now time.Time) error {
 }
 
 func checkAgentFigures(a *agentv1.AgentTelemetry) error {
-	if v := a.GetProcessCpuSeconds(); math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-		return fmt.Errorf("process_cpu_seconds %v: expected a finite number >= 0", v)
+	if v := a.GetProcessCpuSeconds(); math.IsNaN(v) || v < 0 || v > maxTelemetryValue {
+		return fmt.Errorf("process_cpu_seconds %v: expected 0 to %g", v, float64(maxTelemetryValue))
 	}
 	if v := a.GetHostCpuUtilization(); math.IsNaN(v) || v < 0 || v > 1 {
 		return fmt.Errorf("host_cpu_utilization %v: expected 0 to 1", v)
@@ -481,8 +485,8 @@ func checkHist(h *agentv1.Histogram) error {
 		return fmt.Errorf("%d counts for %d bounds: expected len(bounds)+1 = %d", len(counts), len(bounds), len(bounds)+1)
 	}
 	for i, v := range bounds {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return fmt.Errorf("bounds[%d] = %v: expected a finite number", i, v)
+		if math.IsNaN(v) || math.Abs(v) > maxTelemetryValue {
+			return fmt.Errorf("bounds[%d] = %v: expected a finite number from -%g to %g", i, v, float64(maxTelemetryValue), float64(maxTelemetryValue))
 		}
 		if i > 0 && v <= bounds[i-1] {
 			return fmt.Errorf("bounds[%d] = %v after %v: expected strictly ascending bounds", i, v, bounds[i-1])
@@ -493,8 +497,8 @@ func checkHist(h *agentv1.Histogram) error {
 			return fmt.Errorf("counts[%d] = %d: expected at most %d", i, c, uint64(maxTelemetryCount))
 		}
 	}
-	if s := h.GetSum(); math.IsNaN(s) || math.IsInf(s, 0) {
-		return fmt.Errorf("sum %v: expected a finite number", s)
+	if s := h.GetSum(); math.IsNaN(s) || math.Abs(s) > maxTelemetryValue {
+		return fmt.Errorf("sum %v: expected a finite number from -%g to %g", s, float64(maxTelemetryValue), float64(maxTelemetryValue))
 	}
 	return nil
 }

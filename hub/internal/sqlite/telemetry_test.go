@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/atelier-ml/atelier/hub"
 	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // telemetryT0 is the start of the test data; the store's clock is set
@@ -159,7 +161,7 @@ func TestTelemetryInvalidBatches(t *testing.T) {
 		{"NaN bound", "a", func(b *agentv1.TelemetryBatch) {
 			b.Deployments[0].BatchSize.Bounds = []float64{1, math.NaN(), 4, 8}
 		}, "deployments[0].batch_size: bounds[1] = NaN: expected a finite number"},
-		{"Inf sum", "a", func(b *agentv1.TelemetryBatch) { b.Deployments[0].RequestSeconds.Sum = math.Inf(1) }, "request_seconds: sum +Inf: expected a finite number"},
+		{"Inf sum", "a", func(b *agentv1.TelemetryBatch) { b.Deployments[0].RequestSeconds.Sum = math.Inf(1) }, "request_seconds: sum +Inf: expected a finite number from -1e+12 to 1e+12"},
 		{"NaN cpu", "a", func(b *agentv1.TelemetryBatch) { b.Agent.ProcessCpuSeconds = math.NaN() }, "agent: process_cpu_seconds NaN"},
 		{"negative start", "a", func(b *agentv1.TelemetryBatch) { b.StartUnixNano = -5 }, "start_unix_nano -5: expected a time after 2000-01-01"},
 		{"end before start", "a", func(b *agentv1.TelemetryBatch) { b.EndUnixNano = b.StartUnixNano - 1 }, "expected from start_unix_nano"},
@@ -519,4 +521,67 @@ func TestTelemetryDataRoundTrip(t *testing.T) {
 	if !slices.Equal(h.counts, []uint64{6, 1, 7, 8}) || h.sum != 11 {
 		t.Errorf("merged = %+v, want counts [6 1 7 8] sum 11", h)
 	}
+}
+
+// FuzzIngestTelemetry feeds arbitrary batches (as an agent's protobuf) to
+// IngestTelemetry: each is stored, a duplicate or rejected, never a
+// database error, and whatever is stored answers queries that encode as
+// JSON (no NaN or Inf).
+func FuzzIngestTelemetry(f *testing.F) {
+	for i, b := range []*agentv1.TelemetryBatch{
+		tbatch(1, telemetryT0, tdep("d", 1, 10, 2, 0)),
+		tbatch(2, telemetryT0.Add(time.Minute), tdep("d", 2, 0, 0, 0), tdep("e", 1, 5, 5, 3)),
+		{Seq: 3, StartUnixNano: telemetryT0.UnixNano(), EndUnixNano: telemetryT0.UnixNano()},
+		{Seq: 4, StartUnixNano: telemetryT0.UnixNano(), EndUnixNano: telemetryT0.Add(time.Second).UnixNano(),
+			Deployments: []*agentv1.DeploymentTelemetry{{Name: "h", RequestSeconds: &agentv1.Histogram{Bounds: []float64{1, 3}, Counts: []uint64{1, 2, 3}, Sum: 1e12}}}},
+		{Seq: 5, StartUnixNano: telemetryT0.UnixNano(), EndUnixNano: telemetryT0.Add(time.Second).UnixNano(),
+			Deployments: []*agentv1.DeploymentTelemetry{{Name: "h", RequestSeconds: &agentv1.Histogram{Bounds: []float64{-1e12, 0, 1e12}, Counts: []uint64{1 << 40, 2, 3, 1 << 40}, Sum: -1e12}}}},
+	} {
+		raw, err := proto.Marshal(b)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw, uint8(i))
+	}
+	st, err := Open(context.Background(), Config{Path: filepath.Join(f.TempDir(), "hub.db")}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { st.Close() })
+	st.now = func() time.Time { return telemetryT0.Add(48 * time.Hour) }
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, raw []byte, agent uint8) {
+		var b agentv1.TelemetryBatch
+		if proto.Unmarshal(raw, &b) != nil {
+			return
+		}
+		id := fmt.Sprintf("agent-%d", agent%4)
+		res, err := st.IngestTelemetry(ctx, []hub.TelemetryUpload{{Agent: id, Batches: []*agentv1.TelemetryBatch{&b}}})
+		if err != nil {
+			t.Fatalf("ingest: %v", err)
+		}
+		if res.Stored+res.Duplicates+res.Rejected != 1 || len(res.Invalid) != res.Rejected {
+			t.Fatalf("ingest = %+v", res)
+		}
+		if res.Stored != 1 {
+			return
+		}
+		check := func(what string, v any, err error) {
+			t.Helper()
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			if _, err := json.Marshal(v); err != nil {
+				t.Fatalf("%s does not encode: %v", what, err)
+			}
+		}
+		for _, d := range b.GetDeployments() {
+			m, err := st.DeploymentMetrics(ctx, d.GetName(), hub.MetricsQuery{})
+			check("deployment metrics", m, err)
+		}
+		am, err := st.AgentMetrics(ctx, id, hub.MetricsQuery{})
+		check("agent metrics", am, err)
+		tot, err := st.TelemetryTotals(ctx)
+		check("totals", len(tot), err)
+	})
 }
