@@ -64,7 +64,7 @@ type ingester struct {
 	log   *slog.Logger
 	in    chan pendingUpload
 
-	uploads, stored, duplicates, failures, commits atomic.Uint64
+	uploads, stored, duplicates, rejected, failures, commits atomic.Uint64
 
 	mu       sync.Mutex // guards the histogram
 	buckets  [len(ingestBuckets) + 1]uint64
@@ -160,6 +160,16 @@ func (g *ingester) commit(ctx context.Context, ack telemetryAcker, group []pendi
 	g.uploads.Add(uint64(len(group)))
 	g.stored.Add(uint64(res.Stored))
 	g.duplicates.Add(uint64(res.Duplicates))
+	if res.Rejected > 0 {
+		// Invalid batches would be refused again: they are acknowledged
+		// with the rest (the store logged each with its reason).
+		g.rejected.Add(uint64(res.Rejected))
+		var first error
+		if len(res.Invalid) > 0 {
+			first = res.Invalid[0]
+		}
+		g.log.Warn("telemetry batches rejected as invalid and skipped", "batches", res.Rejected, "first", first)
+	}
 	if err := ack.AckTelemetry(ctx, acks...); err != nil {
 		// Stored: the agents' resends will be counted as duplicates.
 		g.log.Warn("telemetry stored but not all acknowledgements published; agents will send those uploads again", "uploads", len(group), "error", err)
@@ -181,11 +191,11 @@ func (g *ingester) observe(d time.Duration) {
 
 // ingestCounters are the ingester's totals since the hub started.
 type ingestCounters struct {
-	Uploads, Stored, Duplicates, Failures, Commits uint64
+	Uploads, Stored, Duplicates, Rejected, Failures, Commits uint64
 }
 
 func (g *ingester) counters() ingestCounters {
-	return ingestCounters{Uploads: g.uploads.Load(), Stored: g.stored.Load(), Duplicates: g.duplicates.Load(),
+	return ingestCounters{Uploads: g.uploads.Load(), Stored: g.stored.Load(), Duplicates: g.duplicates.Load(), Rejected: g.rejected.Load(),
 		Failures: g.failures.Load(), Commits: g.commits.Load()}
 }
 
@@ -216,6 +226,7 @@ func (m telemetryMetrics) WritePrometheus(w io.Writer) error {
 	counter("atelier_telemetry_uploads_total", "Telemetry uploads stored and acknowledged.", c.Uploads)
 	counter("atelier_telemetry_batches_ingested_total", "Telemetry batches stored for the first time.", c.Stored)
 	counter("atelier_telemetry_batches_duplicated_total", "Telemetry batches received again after being stored (skipped).", c.Duplicates)
+	counter("atelier_telemetry_batches_rejected_total", "Telemetry batches skipped as invalid (acknowledged, not stored).", c.Rejected)
 	counter("atelier_telemetry_ingest_transactions_total", "Group commits of telemetry uploads.", c.Commits)
 	counter("atelier_telemetry_ingest_failures_total", "Group commits that failed (nothing acknowledged; agents resend).", c.Failures)
 	counter("atelier_telemetry_uploads_dropped_total", "Uploads dropped unacknowledged (retained, undecodable, queue full); agents resend.", fc.Dropped)

@@ -333,11 +333,28 @@ func TestIngesterGroupCommits(t *testing.T) {
 		}
 	}
 
+	// An invalid batch (histogram with the wrong number of counts) is
+	// skipped, counted, and its upload still acknowledged.
+	g.cfg.MaxUploads = 1 // read by run only after the next upload arrives
+	bad := telemetryBatch(1, "fraud")
+	bad.Deployments[0].RequestSeconds.Counts = []uint64{1}
+	g.OfferTelemetry("agent-bad", &agentv1.TelemetryUpload{Batches: []*agentv1.TelemetryBatch{bad}})
+	select {
+	case a := <-rec.acks:
+		if a.Agent != "agent-bad" || a.ThroughSeq != 1 {
+			t.Fatalf("ack %+v", a)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("upload with an invalid batch not acknowledged")
+	}
+	if c := g.counters(); c.Rejected != 1 || c.Stored != 2*agents {
+		t.Fatalf("counters %+v, want 1 rejected", c)
+	}
+
 	// A failing store: nothing acknowledged.
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	g.cfg.MaxUploads = 1 // read by run only after the next upload arrives
 	g.OfferTelemetry("agent-x", &agentv1.TelemetryUpload{Batches: []*agentv1.TelemetryBatch{telemetryBatch(1, "fraud")}})
 	deadline := time.Now().Add(30 * time.Second)
 	for g.counters().Failures == 0 {
@@ -350,5 +367,45 @@ func TestIngesterGroupCommits(t *testing.T) {
 	case a := <-rec.acks:
 		t.Fatalf("acked %+v although the store failed", a)
 	default:
+	}
+}
+
+// BenchmarkIngester1000Agents: one round of 1,000 agents each uploading
+// one batch (one deployment), through the ingester into a real store, until
+// every upload is acknowledged. ns/op is the cost of one second of a
+// 1,000-agent fleet reporting every second.
+func BenchmarkIngester1000Agents(b *testing.B) {
+	st, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(b.TempDir(), "hub.db")}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	const agents = 1000
+	g := newIngester(ingestConfig{QueueSize: agents}, st, slog.New(slog.DiscardHandler))
+	rec := &ackRecorder{acks: make(chan fleet.TelemetryAck, agents)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { g.run(ctx, rec); close(done) }()
+	b.Cleanup(func() { cancel(); <-done })
+	ids := make([]string, agents)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("agent-%04d", i)
+	}
+	b.ResetTimer()
+	for n := range b.N {
+		for _, id := range ids {
+			for !g.OfferTelemetry(id, &agentv1.TelemetryUpload{Batches: []*agentv1.TelemetryBatch{telemetryBatch(uint64(n+1), "fraud")}}) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		for range agents {
+			<-rec.acks
+		}
+	}
+	b.StopTimer()
+	c := g.counters()
+	b.ReportMetric(float64(c.Commits)/float64(b.N), "commits/op")
+	if c.Stored != uint64(agents*b.N) {
+		b.Fatalf("stored %d, want %d", c.Stored, agents*b.N)
 	}
 }
