@@ -32,6 +32,27 @@ type runOptions struct {
 	labels    []string
 	advertise string
 	scoring   scoreOptions // listen, keys, ORT and batching, as for `score`
+	telemetry telemetryOptions
+}
+
+// telemetryOptions are the telemetry flags of `run`.
+type telemetryOptions struct {
+	interval time.Duration
+	spoolMiB int
+	spoolAge time.Duration
+}
+
+// validate names the first bad telemetry flag.
+func (t telemetryOptions) validate() error {
+	switch {
+	case t.interval < time.Second:
+		return fmt.Errorf("%w: --telemetry-interval %v: expected at least 1s", errUsage, t.interval)
+	case t.spoolMiB < 1:
+		return fmt.Errorf("%w: --spool-max-mib %d: expected at least 1", errUsage, t.spoolMiB)
+	case t.spoolAge <= 0:
+		return fmt.Errorf("%w: --spool-max-age %v: expected a positive duration", errUsage, t.spoolAge)
+	}
+	return nil
 }
 
 func newRunCmd(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command {
@@ -74,6 +95,9 @@ The first line on stdout is "listening on http://HOST:PORT".`,
 	f.StringVar(&o.name, "name", "", "agent name given at enrollment (default: the host name)")
 	f.StringArrayVar(&o.labels, "label", nil, "label K=V given at enrollment (repeatable)")
 	f.StringVar(&o.advertise, "advertise", "", "scoring endpoint URL reported to the hub (default http://LISTEN_ADDR)")
+	f.DurationVar(&o.telemetry.interval, "telemetry-interval", agent.DefaultTelemetryInterval, "how often a telemetry batch is made (at least 1s)")
+	f.IntVar(&o.telemetry.spoolMiB, "spool-max-mib", 64, "disk the telemetry spool may use while the hub is unreachable; beyond it the oldest batches are dropped and counted")
+	f.DurationVar(&o.telemetry.spoolAge, "spool-max-age", 24*time.Hour, "age beyond which unsent telemetry batches are dropped and counted")
 	s := &o.scoring
 	f.StringVar(&s.listen, "listen", "127.0.0.1:8080", "HOST:PORT of the scoring endpoint (port 0 picks a free port)")
 	f.StringArrayVar(&s.keys, "key", nil, "scoring API key (repeatable: primary, secondary)")
@@ -167,6 +191,9 @@ func runAgent(cmd *cobra.Command, o runOptions, stdout, stderr io.Writer) error 
 	if o.dataDir == "" {
 		return fmt.Errorf("%w: --data DIR is required", errUsage)
 	}
+	if err := o.telemetry.validate(); err != nil {
+		return err
+	}
 	s := o.scoring
 	if s.threads < 0 || s.maxBatch < 0 || s.queue < 0 {
 		return fmt.Errorf("%w: --threads, --max-batch and --queue must be >= 0", errUsage)
@@ -207,6 +234,7 @@ func runAgent(cmd *cobra.Command, o runOptions, stdout, stderr io.Writer) error 
 		Agent: agent.Config{
 			ID: creds.AgentID, DataDir: o.dataDir, Broker: creds.MQTTURL,
 			Username: creds.AgentID, Password: creds.Secret, Endpoint: endpoint, Capabilities: caps,
+			TelemetryInterval: o.telemetry.interval, SpoolMaxBytes: int64(o.telemetry.spoolMiB) << 20, SpoolMaxAge: o.telemetry.spoolAge,
 		},
 		Registry: scoring.RegistryConfig{Batch: scoring.BatchConfig{MaxBatch: s.maxBatch, QueueSize: s.queue}},
 		HTTP: scoring.ServerConfig{
