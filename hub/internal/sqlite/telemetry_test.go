@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -9,8 +10,10 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -584,4 +587,96 @@ func FuzzIngestTelemetry(f *testing.F) {
 		tot, err := st.TelemetryTotals(ctx)
 		check("totals", len(tot), err)
 	})
+}
+
+// TestTelemetrySurvivesKill runs the ingestion in a child process (this
+// test binary again), kills it with SIGKILL while it stores batches of 10
+// requests, then, as an agent would, resends everything from seq 1 on
+// (acknowledged or not) to the reopened store: every batch is counted
+// exactly once, and every batch acknowledged before the kill was kept.
+func TestTelemetrySurvivesKill(t *testing.T) {
+	ctx := context.Background()
+	const env = "ATELIER_TELEMETRY_KILL_DB"
+	if path := os.Getenv(env); path != "" {
+		telemetryKillChild(path)
+		return
+	}
+	path := filepath.Join(t.TempDir(), "hub.db")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTelemetrySurvivesKill$")
+	cmd.Env = append(os.Environ(), env+"="+path)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The child prints each seq once IngestTelemetry returned.
+	sc := bufio.NewScanner(out)
+	acked := 0
+	for acked < 50 && sc.Scan() {
+		n, err := strconv.Atoi(sc.Text())
+		if err != nil {
+			continue // test framework output
+		}
+		acked = n
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if acked < 50 {
+		t.Fatalf("child acknowledged %d batches before it ended", acked)
+	}
+	st, err := Open(ctx, Config{Path: path}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.now = func() time.Time { return telemetryT0.Add(48 * time.Hour) }
+	resend := acked + 20 // the child may have stored a few more
+	var bs []*agentv1.TelemetryBatch
+	for i := 1; i <= resend; i++ {
+		bs = append(bs, tbatch(uint64(i), telemetryT0.Add(time.Duration(i)*time.Second), tdep("d", 1, 10, 0, i)))
+	}
+	res, err := st.IngestTelemetry(ctx, []hub.TelemetryUpload{{Agent: "a", Batches: bs}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Duplicates < acked || res.Stored+res.Duplicates != resend {
+		t.Errorf("resend after kill = %+v: want at least the %d acknowledged as duplicates", res, acked)
+	}
+	m, err := st.DeploymentMetrics(ctx, "d", hub.MetricsQuery{Since: telemetryT0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Total.Requests != uint64(10*resend) {
+		t.Errorf("after kill and resend: %d requests, want exactly %d", m.Total.Requests, 10*resend)
+	}
+	tot, err := st.TelemetryTotals(ctx)
+	if err != nil || len(tot) != 1 || tot[0].Requests["ok"] != uint64(10*resend) {
+		t.Errorf("totals after kill and resend: %+v (%v), want %d", tot, err, 10*resend)
+	}
+	t.Logf("killed after %d acknowledged batches; %d stored again, %d duplicates", acked, res.Stored, res.Duplicates)
+}
+
+// telemetryKillChild stores batches of agent "a" one transaction each,
+// printing each seq once stored, until killed.
+func telemetryKillChild(path string) {
+	ctx := context.Background()
+	st, err := Open(ctx, Config{Path: path}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	st.now = func() time.Time { return telemetryT0.Add(48 * time.Hour) }
+	for i := 1; ; i++ {
+		b := tbatch(uint64(i), telemetryT0.Add(time.Duration(i)*time.Second), tdep("d", 1, 10, 0, i))
+		if _, err := st.IngestTelemetry(ctx, []hub.TelemetryUpload{{Agent: "a", Batches: []*agentv1.TelemetryBatch{b}}}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		fmt.Println(i)
+	}
 }
