@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -29,8 +30,9 @@ import (
 // previous model file stays pinned in the cache during probation.
 //
 // Limits: a first deployment (nothing served before) has nothing to roll
-// back to and is not put on probation; a probation cut by a restart is not
-// resumed (the new version keeps serving); without Config.Stats nothing is
+// back to and is not put on probation; a probation cut by a restart
+// resumes (DATA/probation.json) on a window that starts again at the
+// restart, until the original end; without Config.Stats nothing is
 // evaluated.
 const (
 	guardInterval           = time.Second
@@ -117,7 +119,7 @@ func (a *Agent) guardSkip(ctx context.Context, dep *agentv1.DeploymentSpec) bool
 }
 
 // guardLoaded is called by deploy, with srvMu held, after dep was loaded
-// and switched to while prev (ok: anything) was serving. It starts
+// and switched to while prev (hadPrev: anything) was serving. It starts
 // probation if dep has rules and something else served before.
 func (a *Agent) guardLoaded(dep *agentv1.DeploymentSpec, prev served, hadPrev bool) {
 	name := dep.GetName()
@@ -130,44 +132,138 @@ func (a *Agent) guardLoaded(dep *agentv1.DeploymentSpec, prev served, hadPrev bo
 	g.mu.Lock()
 	prevSpec := g.loaded[name]
 	g.loaded[name] = dep
+	_, was := g.probation[name]
 	delete(g.probation, name)
 	g.mu.Unlock()
-
+	if was {
+		a.persistProbation()
+	}
 	rules := dep.GetGuard()
 	if rules.GetRollbackIf() == "" || !hadPrev || (prev.sha == dep.GetModel().GetSha256() && prev.version == dep.GetModel().GetVersion()) {
-		return
-	}
-	log := a.log.With("deployment", name, "version", dep.GetModel().GetVersion())
-	rule, err := guardrule.Parse(rules.GetRollbackIf())
-	if err != nil {
-		log.Error("guard rules ignored", "error", err)
-		return
-	}
-	if a.cfg.Stats == nil {
-		log.Warn("guard rules ignored: this agent has no scoring stats")
-		return
-	}
-	cur, ok := findLoad(a.cfg.Stats(), name, dep.GetModel().GetVersion())
-	if !ok {
-		log.Warn("guard rules ignored: the new version is not in the scoring stats")
 		return
 	}
 	if prevSpec == nil || prevSpec.GetModel().GetSha256() != prev.sha || prevSpec.GetModel().GetVersion() != prev.version {
 		prevSpec = a.specFor(name, prev)
 	}
-	p := &probation{spec: dep, prev: prevSpec, prevSha: prev.sha, rule: rule, loadID: cur.ID, base: cur,
-		until: time.Now().Add(defaultProbation), minRequests: defaultGuardMinRequests}
+	until := time.Now().Add(defaultProbation)
 	if s := rules.GetProbationSeconds(); s > 0 {
-		p.until = time.Now().Add(time.Duration(s) * time.Second)
+		until = time.Now().Add(time.Duration(s) * time.Second)
 	}
+	if a.startProbation(dep, prevSpec, prev.sha, until) {
+		a.persistProbation()
+	}
+}
+
+// startProbation puts dep (loaded now) on probation until the given time,
+// to roll back to prev (whose model has digest prevSha). It reports
+// whether it did: not when the rule does not parse or the new load is not
+// in the scoring stats.
+func (a *Agent) startProbation(dep, prev *agentv1.DeploymentSpec, prevSha string, until time.Time) bool {
+	name, rules := dep.GetName(), dep.GetGuard()
+	log := a.log.With("deployment", name, "version", dep.GetModel().GetVersion())
+	rule, err := guardrule.Parse(rules.GetRollbackIf())
+	if err != nil {
+		log.Error("guard rules ignored", "error", err)
+		return false
+	}
+	if a.cfg.Stats == nil {
+		log.Warn("guard rules ignored: this agent has no scoring stats")
+		return false
+	}
+	cur, ok := findLoad(a.cfg.Stats(), name, dep.GetModel().GetVersion())
+	if !ok {
+		log.Warn("guard rules ignored: the new version is not in the scoring stats")
+		return false
+	}
+	p := &probation{spec: dep, prev: prev, prevSha: prevSha, rule: rule, loadID: cur.ID, base: cur,
+		until: until, minRequests: defaultGuardMinRequests}
 	if n := rules.GetMinRequests(); n > 0 {
 		p.minRequests = uint64(n)
 	}
-	g.mu.Lock()
-	g.probation[name] = p
-	g.mu.Unlock()
+	a.guard.mu.Lock()
+	a.guard.probation[name] = p
+	a.guard.mu.Unlock()
 	log.Info("probation started", "rollback_if", rule.String(), "until", p.until.Format(time.RFC3339),
-		"min_requests", p.minRequests, "previous_version", prev.version)
+		"min_requests", p.minRequests, "previous_version", prev.GetModel().GetVersion())
+	return true
+}
+
+// probationRecord is one probation in DATA/probation.json, so that a
+// restart during probation resumes it (on a window starting again at the
+// restart).
+type probationRecord struct {
+	Deployment string    `json:"deployment"`
+	Spec       []byte    `json:"spec"` // agentv1.DeploymentSpec, protobuf
+	Prev       []byte    `json:"prev"` // agentv1.DeploymentSpec, protobuf
+	PrevSha256 string    `json:"prev_sha256"`
+	Until      time.Time `json:"until"`
+}
+
+func (a *Agent) probationPath() string { return filepath.Join(a.cfg.DataDir, "probation.json") }
+
+// persistProbation writes the probations in progress; a failure is logged
+// (the probation goes on, only a restart would not resume it).
+func (a *Agent) persistProbation() {
+	recs := []probationRecord{}
+	a.guard.mu.Lock()
+	for _, name := range sortedKeys(a.guard.probation) {
+		p := a.guard.probation[name]
+		spec, err1 := proto.MarshalOptions{Deterministic: true}.Marshal(p.spec)
+		prev, err2 := proto.MarshalOptions{Deterministic: true}.Marshal(p.prev)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		recs = append(recs, probationRecord{Deployment: name, Spec: spec, Prev: prev, PrevSha256: p.prevSha, Until: p.until})
+	}
+	a.guard.mu.Unlock()
+	b, err := json.Marshal(recs)
+	if err == nil {
+		err = writeState(a.probationPath(), b)
+	}
+	if err != nil {
+		a.log.Error("persist probation record", "error", err)
+	}
+}
+
+// restoreProbation resumes the probations recorded before a restart whose
+// version restore brought back and whose previous model is still cached.
+func (a *Agent) restoreProbation() {
+	b, err := readState(a.probationPath())
+	if err != nil || b == nil {
+		if err != nil {
+			a.log.Error("read probation record", "error", err)
+		}
+		return
+	}
+	var recs []probationRecord
+	if err := json.Unmarshal(b, &recs); err != nil {
+		a.log.Error("probation record unreadable, ignored", "path", a.probationPath(), "error", err)
+		return
+	}
+	for _, r := range recs {
+		var spec, prev agentv1.DeploymentSpec
+		if proto.Unmarshal(r.Spec, &spec) != nil || proto.Unmarshal(r.Prev, &prev) != nil || spec.GetName() != r.Deployment {
+			a.log.Error("probation record entry ignored", "deployment", r.Deployment)
+			continue
+		}
+		a.mu.Lock()
+		s, ok := a.serving[r.Deployment]
+		a.mu.Unlock()
+		if !ok || s.sha != spec.GetModel().GetSha256() || s.version != spec.GetModel().GetVersion() || !time.Now().Before(r.Until) {
+			continue
+		}
+		if _, err := a.cache.Get(r.PrevSha256); err != nil {
+			a.log.Warn("probation not resumed: the previous model is no longer cached", "deployment", r.Deployment, "error", err)
+			continue
+		}
+		a.guard.mu.Lock()
+		a.guard.loaded[r.Deployment] = &spec
+		a.guard.mu.Unlock()
+		if a.startProbation(&spec, &prev, r.PrevSha256, r.Until) {
+			a.log.Info("probation resumed after restart", "deployment", r.Deployment, "version", s.version)
+		}
+	}
+	a.persistProbation()
 }
 
 // findLoad returns the newest live load of deployment name at version.
@@ -186,9 +282,13 @@ func findLoad(all []scoring.VersionStats, name string, version uint32) (scoring.
 // guardForget ends any probation of a deployment being removed.
 func (a *Agent) guardForget(name string) {
 	a.guard.mu.Lock()
+	_, was := a.guard.probation[name]
 	delete(a.guard.probation, name)
 	delete(a.guard.loaded, name)
 	a.guard.mu.Unlock()
+	if was {
+		a.persistProbation()
+	}
 }
 
 // guardGC returns the digests the guard needs kept in the cache (the
@@ -288,11 +388,13 @@ func (a *Agent) guardCheck(ctx context.Context, now time.Time) {
 // endProbation drops p if it is still name's probation.
 func (a *Agent) endProbation(name string, p *probation) bool {
 	a.guard.mu.Lock()
-	defer a.guard.mu.Unlock()
 	if a.guard.probation[name] != p {
+		a.guard.mu.Unlock()
 		return false
 	}
 	delete(a.guard.probation, name)
+	a.guard.mu.Unlock()
+	a.persistProbation()
 	return true
 }
 
@@ -372,10 +474,19 @@ func (a *Agent) saveRolledBack() error {
 	return writeState(a.rolledBackPath(), b)
 }
 
-// restoreGuard reads DATA/rolledback.pb after restore and reports the
-// deployments it names as rolled back. An unreadable record is logged and
-// ignored (the next rollback rewrites it).
+// restoreGuard runs after restore: it reads DATA/rolledback.pb and
+// reports the deployments it names as rolled back, then resumes the
+// probations of DATA/probation.json. An unreadable record is logged and
+// ignored (the next change rewrites it).
 func (a *Agent) restoreGuard() error {
+	if err := a.restoreRolledBack(); err != nil {
+		return err
+	}
+	a.restoreProbation()
+	return nil
+}
+
+func (a *Agent) restoreRolledBack() error {
 	b, err := readState(a.rolledBackPath())
 	if err != nil {
 		return fmt.Errorf("agent: read rollback record: %w", err)

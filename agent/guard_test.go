@@ -326,3 +326,54 @@ func TestGuardGoodVersionPassesProbation(t *testing.T) {
 		}
 	}
 }
+
+func TestGuardProbationResumesAfterRestart(t *testing.T) {
+	b := testhub.StartBroker(t)
+	hub := testhub.NewHub(t, b.URL, "edge-1")
+	dir := t.TempDir()
+	srv := newORTServer(t)
+	v1 := hub.AddModel("digits", 1, goodModel(1), 64*1024)
+	v2 := hub.AddModel("digits", 2, brokenModel(t, 2), 64*1024)
+	cfg := guardConfig(t, b.URL, dir, srv)
+	cfg.KeepModels = -1
+	a, stop := startAgent(t, cfg, srv)
+	hub.PublishDesired(&agentv1.DesiredState{Generation: 1, Deployments: []*agentv1.DeploymentSpec{deployment("digits", v1)}})
+	hub.WaitReported(guard, "digits v1 serving", func(r *agentv1.ReportedState) bool {
+		return isState(r, 1, "digits", agentv1.DeploymentStatus_STATE_SERVING, 1)
+	})
+	hub.PublishDesired(&agentv1.DesiredState{Generation: 2, Deployments: []*agentv1.DeploymentSpec{guarded("digits", v2, "error_rate >= 50%", 3600, 5)}})
+	hub.WaitReported(guard, "digits v2 serving", func(r *agentv1.ReportedState) bool {
+		return isState(r, 2, "digits", agentv1.DeploymentStatus_STATE_SERVING, 2)
+	})
+	if !a.onProbation("digits") {
+		t.Fatal("v2 not on probation")
+	}
+	stop() // restart before any request reached v2
+
+	srv2 := newORTServer(t)
+	cfg2 := guardConfig(t, b.URL, dir, srv2)
+	cfg2.KeepModels = -1
+	a2, _ := startAgent(t, cfg2, srv2)
+	waitCond(t, "v2 restored and back on probation", func() bool { return a2.onProbation("digits") })
+	hub.ClearReported()
+	// The reconcile after the restart keeps v1's file (pinned by the
+	// resumed probation) even though the cache keeps nothing unused.
+	hub.WaitReported(guard, "digits v2 serving after restart", func(r *agentv1.ReportedState) bool {
+		return isState(r, 2, "digits", agentv1.DeploymentStatus_STATE_SERVING, 2)
+	})
+	for range 5 {
+		if _, err := srv2.infer("digits", 2); err == nil {
+			t.Fatal("the broken v2 answered a batch of 2")
+		}
+	}
+	r := hub.WaitReported(guard, "digits rolled back after restart", func(r *agentv1.ReportedState) bool {
+		return isState(r, 2, "digits", agentv1.DeploymentStatus_STATE_ROLLED_BACK, 1)
+	})
+	if st := dep(r, "digits"); st.RolledBackVersion != 2 || !strings.Contains(st.Error, "error_rate 1 >= 50%") {
+		t.Fatalf("status %v", st)
+	}
+	srv2.checkAnswer(t, "digits", 2, 1)
+	if got := srv2.loaded(); len(got) != 2 || got[0] != 2 || got[1] != 1 {
+		t.Errorf("after restart the server loaded %v, want [2 1] (v2 restored, v1 rolled back to)", got)
+	}
+}
