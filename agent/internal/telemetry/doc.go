@@ -32,19 +32,24 @@
 // # Cost
 //
 // The hot path (the wrapped Run) takes one of GOMAXPROCS shard mutexes, so
-// concurrent runs rarely contend, and does a few float operations per
-// summarized element plus one sketch insertion; BenchmarkWrapped measures it
-// beside a bare runner.
+// concurrent runs rarely contend, and per summarized element does a Welford
+// update and counts the element's sketch key (a logarithm) in a dense
+// bucket window (4 bytes a bucket, at most 4,096 buckets a feature and
+// shard; keys beyond it go to a map-based sketch). BenchmarkObserve
+// measured 26 CPU ns per element (4 features) to 35-38 (256 features, 8
+// rows) on a loaded 2-core machine; BenchmarkWrapped compares a wrapped and
+// a bare ONNX Runtime runner.
 //
 // # Bandwidth budget
 //
 // A batch holds, per deployment version that answered requests in the
-// interval, about 150 bytes of counters and histograms, plus per summarized
-// feature about 60 bytes of moments and a sketch bounded by the sketch's
-// bucket limit, plus at most Config.CaptureBytes (default 256 KiB) of
-// captured bodies. With the defaults (256 features of one input) a
-// deployment's batch is typically under 100 KiB; the agent's sender caps an
-// upload at its own byte limit (see agent.Config.TelemetryUploadBytes).
+// interval, about 150 bytes of counters and histograms; per summarized
+// feature about 330 bytes (moments and a sketch of about 90 buckets for
+// 1,000 samples of N(10, 3); a sketch has at most 2,048 buckets); and at
+// most Config.CaptureBytes (default 256 KiB) of captured bodies. So a
+// deployment with 4 features costs about 1.5 KiB a batch, one with 256
+// about 85 KiB. The agent trims a batch over its upload limit (captures,
+// then sketches, then summaries; see docs/protocol.md).
 //
 // # What it does not do
 //
