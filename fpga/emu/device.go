@@ -470,14 +470,6 @@ func (d *Device) UnloadProgram(id uint32) error {
 // Start runs program id `iterations` times with R1..R7 = args and returns
 // a run id for Wait. One run executes at a time.
 func (d *Device) Start(id uint32, iterations uint32, args [isa.NumRegs - 1]uint64) (uint32, error) {
-	return d.start(id, iterations, args, false)
-}
-
-// start is Start; with inline, a run that neither hangs nor is paced
-// executes before start returns, on the caller's goroutine, instead of on
-// a goroutine of its own (the protocol's fused submit waits for it right
-// away). Faults, run ids and results are the same either way.
-func (d *Device) start(id uint32, iterations uint32, args [isa.NumRegs - 1]uint64, inline bool) (uint32, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	f, err := d.begin(FaultDMATimeout)
@@ -498,11 +490,6 @@ func (d *Device) start(id uint32, iterations uint32, args [isa.NumRegs - 1]uint6
 	rid := d.nextID
 	r := &run{done: make(chan struct{})}
 	d.runs[rid] = r
-	if inline && f != FaultDMATimeout && !d.cfg.Pace {
-		r.cycles, r.err = d.core.Run(p.prog, lockedMem{d}, regs, int(iterations))
-		close(r.done)
-		return rid, nil
-	}
 	d.running = true
 	hung, gen := d.hung, d.gen
 	go func() {

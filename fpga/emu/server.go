@@ -232,7 +232,7 @@ func submit(dev *Device, p []byte, out []byte, sc *scratch) (wire.Status, []byte
 		}
 		out = binary.LittleEndian.AppendUint32(out, sum)
 	}
-	rid, err := dev.start(s.Program, s.Iterations, s.Args, true)
+	rid, err := dev.Start(s.Program, s.Iterations, s.Args)
 	if err != nil {
 		return failAt(wire.StepStart, 0, err)
 	}
