@@ -377,3 +377,32 @@ func TestGuardProbationResumesAfterRestart(t *testing.T) {
 		t.Errorf("after restart the server loaded %v, want [2 1] (v2 restored, v1 rolled back to)", got)
 	}
 }
+
+// A latency rule no real request can meet (p99 above 1ns) stands for a
+// version too slow for its rule, without timing anything in the test.
+func TestGuardLatencyRule(t *testing.T) {
+	b := testhub.StartBroker(t)
+	hub := testhub.NewHub(t, b.URL, "edge-1")
+	srv := newORTServer(t)
+	v1 := hub.AddModel("digits", 1, goodModel(1), 64*1024)
+	v2 := hub.AddModel("digits", 2, goodModel(2), 64*1024)
+	startAgent(t, guardConfig(t, b.URL, t.TempDir(), srv), srv)
+	hub.PublishDesired(&agentv1.DesiredState{Generation: 1, Deployments: []*agentv1.DeploymentSpec{deployment("digits", v1)}})
+	hub.WaitReported(guard, "digits v1 serving", func(r *agentv1.ReportedState) bool {
+		return isState(r, 1, "digits", agentv1.DeploymentStatus_STATE_SERVING, 1)
+	})
+	hub.PublishDesired(&agentv1.DesiredState{Generation: 2, Deployments: []*agentv1.DeploymentSpec{guarded("digits", v2, "error_rate > 0.5 or latency_p99 > 1ns", 3600, 5)}})
+	hub.WaitReported(guard, "digits v2 serving", func(r *agentv1.ReportedState) bool {
+		return isState(r, 2, "digits", agentv1.DeploymentStatus_STATE_SERVING, 2)
+	})
+	for range 5 {
+		srv.checkAnswer(t, "digits", 1, 2) // v2 answers correctly, just "too slowly"
+	}
+	r := hub.WaitReported(guard, "digits rolled back", func(r *agentv1.ReportedState) bool {
+		return isState(r, 2, "digits", agentv1.DeploymentStatus_STATE_ROLLED_BACK, 1)
+	})
+	if st := dep(r, "digits"); !strings.Contains(st.Error, "latency_p99 ") || !strings.Contains(st.Error, "> 1ns") {
+		t.Fatalf("reason %q, want the latency comparison", st.Error)
+	}
+	srv.checkAnswer(t, "digits", 1, 1)
+}
