@@ -287,6 +287,17 @@ func TestTelemetryQueries(t *testing.T) {
 	if _, err := st.DeploymentMetrics(ctx, "d", hub.MetricsQuery{Since: telemetryT0, Until: telemetryT0}); !errors.Is(err, hub.ErrInvalid) {
 		t.Errorf("empty window: %v, want ErrInvalid", err)
 	}
+	// A deployment that exists but never sent telemetry has zero figures.
+	register(t, st, "clf", 1)
+	if _, err := st.CreateDeployment(ctx, "w", spec(t, hub.DeploymentCreate{Name: "quiet", Model: "clf:1", Agents: []string{idle}})); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := st.DeploymentMetrics(ctx, "quiet", q); err != nil || m.Total.Requests != 0 || m.Agents == nil || len(m.Agents) != 0 {
+		t.Errorf("deployment without telemetry = %+v, %v; want zero figures", m, err)
+	}
+	if _, err := st.PruneTelemetry(ctx, telemetryT0, hub.TelemetryRetention{Raw: -time.Hour}); !errors.Is(err, hub.ErrInvalid) {
+		t.Errorf("negative retention: %v, want ErrInvalid", err)
+	}
 }
 
 // TestTelemetryRollupBoundary stores the same 3 hours of data in two
