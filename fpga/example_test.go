@@ -50,5 +50,17 @@ func ExampleOpen() {
 	got := make([]byte, 8)
 	_ = dev.Read(ctx, out, 0, got)
 	fmt.Printf("%s %dx%d: %q in %d cycles (%v)\n", info.Name, info.Rows, info.Cols, got, st.Cycles, st.DeviceTime)
-	// Output: example 32x32: "atelier!" in 260 cycles (1.04µs)
+
+	// The same inference as one job: one round trip to the card.
+	job := &fpga.Job{Program: prog, Iterations: 2, Args: []uint64{in.Addr, out.Addr},
+		Writes: []fpga.Copy{{Buf: in, Data: []byte("workshop")}},
+		Reads:  []fpga.Copy{{Buf: out, Data: got}}}
+	if st, err = dev.Submit(ctx, job); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("submitted: %q in %d cycles\n", got, st.Cycles)
+	// Output:
+	// example 32x32: "atelier!" in 260 cycles (1.04µs)
+	// submitted: "workshop" in 260 cycles
 }
