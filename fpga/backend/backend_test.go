@@ -3,6 +3,7 @@ package backend_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -216,5 +217,50 @@ func TestNothingOnDeviceRunsOnCPU(t *testing.T) {
 	}
 	if st := r.Stats(); st.Runs != 0 {
 		t.Fatalf("stats %+v: the device was used", st)
+	}
+}
+
+// TestFaultMidJob injects faults at each step of the Run's device job
+// (input copy, start, wait, output copy): the Runner resets, reloads and
+// retries once and returns the right outputs.
+func TestFaultMidJob(t *testing.T) {
+	ctx := context.Background()
+	model := onnxtest.MLP(16, []int{12}, 3, 3)
+	calib := split(randRows(4, 32, 16), 16)
+	x := randRows(5, 4, 16)
+	in := []scoring.Tensor{{Name: "input", DataType: scoring.Float32, Shape: []int64{4, 16}, Data: x}}
+	want := onnxtest.MLPOutput(16, []int{12}, 3, 3, x)
+	cases := []struct {
+		f     fpga.Fault
+		after uint32
+		step  string
+	}{
+		{fpga.FaultReset, 0, "write"}, {fpga.FaultReset, 1, "start"}, {fpga.FaultReset, 2, "wait"}, {fpga.FaultReset, 3, "read"},
+		{fpga.FaultBitFlip, 1, "read"}, {fpga.FaultDMATimeout, 2, "read"},
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("%s on %s", emu.Fault(c.f), c.step), func(t *testing.T) {
+			_, dev := startEmulator(t, emu.Config{})
+			r, err := backend.Open(ctx, dev, model, backend.Config{Calibration: calib}, quiet())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if err := dev.InjectFault(ctx, c.f, c.after); err != nil {
+				t.Fatal(err)
+			}
+			out, err := r.Run(ctx, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, g := range out[0].Data.([]float32) {
+				if math.Abs(float64(g-want[i])) > 0.05 {
+					t.Fatalf("output %d = %g, want %g", i, g, want[i])
+				}
+			}
+			if st := r.Stats(); st.Retries != 1 || st.Kernels < 1 {
+				t.Fatalf("stats %+v, want one retry", st)
+			}
+		})
 	}
 }
