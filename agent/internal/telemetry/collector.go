@@ -59,17 +59,17 @@ type Collector struct {
 	log     *slog.Logger
 	started time.Time
 
-	mu       sync.Mutex // guards obs, retired and wrapped
+	mu       sync.Mutex // guards obs, retired, wrapped and digests
 	obs      map[key]*observer
-	retired  []retiredObs   // replaced observers, collected once more
-	wrapped  map[key]string // digest of the last spec wrapped per (deployment, version)
-	captured atomic.Int64   // captured bytes in the current interval
-	skipped  atomic.Uint64  // samples not captured for the budget, ever
+	retired  []retiredObs      // replaced observers, collected once more
+	wrapped  map[key]string    // digest of the last spec wrapped per (deployment, version)
+	digests  map[uint64]string // digest per scoring stats ID, once known
+	captured atomic.Int64      // captured bytes in the current interval
+	skipped  atomic.Uint64     // samples not captured for the budget, ever
 
 	// Collect's state (one goroutine).
 	last    time.Time
 	prev    map[uint64]scoring.VersionStats
-	digests map[uint64]string
 	devPrev map[string]DeviceStats
 	host    hostSampler
 }
@@ -141,19 +141,42 @@ func (c *Collector) Collect() *agentv1.TelemetryBatch {
 }
 
 func (c *Collector) digest(id uint64, k key) string {
-	if d, ok := c.digests[id]; ok {
+	c.mu.Lock()
+	d, ok := c.digests[id]
+	if !ok {
+		d = c.wrapped[k]
+	}
+	c.mu.Unlock()
+	if ok {
 		return d
 	}
-	c.mu.Lock()
-	d := c.wrapped[k]
-	c.mu.Unlock()
 	if d == "" && c.cfg.Digest != nil {
 		d = c.cfg.Digest(k.deployment, k.version)
 	}
 	if d != "" {
+		c.mu.Lock()
 		c.digests[id] = d
+		c.mu.Unlock()
 	}
 	return d
+}
+
+// pinDigestsLocked gives every load of k the registry has now the digest
+// wrapped for k so far, before a new spec for k (a reload of the same
+// version number) replaces it.
+func (c *Collector) pinDigestsLocked(k key) {
+	old := c.wrapped[k]
+	if old == "" || c.cfg.Stats == nil {
+		return
+	}
+	for _, s := range c.cfg.Stats() {
+		if _, ok := c.digests[s.ID]; ok || s.Model != k.deployment {
+			continue
+		}
+		if v, err := ParseVersion(s.Version); err == nil && v == k.version {
+			c.digests[s.ID] = old
+		}
+	}
 }
 
 func (c *Collector) deployments() []*agentv1.DeploymentTelemetry {
@@ -195,7 +218,9 @@ func (c *Collector) deployments() []*agentv1.DeploymentTelemetry {
 		for id := range c.prev {
 			if !seen[id] {
 				delete(c.prev, id)
+				c.mu.Lock()
 				delete(c.digests, id)
+				c.mu.Unlock()
 			}
 		}
 	}

@@ -29,7 +29,10 @@ func (c *Collector) Wrap(spec *agentv1.DeploymentSpec, r scoring.Runner) scoring
 	frac = min(frac, 1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.wrapped[k] = spec.GetModel().GetSha256()
+	if d := spec.GetModel().GetSha256(); d != c.wrapped[k] {
+		c.pinDigestsLocked(k)
+		c.wrapped[k] = d
+	}
 	if mon.GetDisableFeatures() && frac == 0 {
 		return r
 	}

@@ -303,3 +303,45 @@ func cpuNanos() int64 {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+func TestReloadAndDeviceDeltas(t *testing.T) {
+	f := newFixture(t, nil)
+	devs := map[string]DeviceStats{"dep": {Backend: "fpga", Faults: 2, Fallbacks: 5}}
+	f.c.cfg.Devices = func() map[string]DeviceStats { return devs }
+	f.infer(t, [][]float32{{1, 2, 3, 4}})
+	// The edge server reloads version 3 under "3-reload", then "3".
+	dir := t.TempDir()
+	p := filepath.Join(dir, "m.onnx")
+	if err := os.WriteFile(p, onnxtest.MLP(nIn, []int{8}, nOut, 2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ort.Open(p, ort.Config{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := &agentv1.DeploymentSpec{Name: "dep", Model: &agentv1.ModelRef{Version: 3, Sha256: "def456"}}
+	if _, err := f.reg.Swap(context.Background(), "dep", "3-reload", f.c.Wrap(spec, r)); err != nil {
+		t.Fatal(err)
+	}
+	f.infer(t, [][]float32{{1, 2, 3, 4}})
+	f.infer(t, [][]float32{{1, 2, 3, 4}})
+	b := f.c.Collect()
+	if len(b.Deployments) != 2 {
+		t.Fatalf("got %d entries, want one per load of version 3", len(b.Deployments))
+	}
+	old, cur := b.Deployments[0], b.Deployments[1]
+	if old.ModelVersion != 3 || cur.ModelVersion != 3 || old.Requests["ok"] != 1 || cur.Requests["ok"] != 2 {
+		t.Fatalf("entries v%d %v and v%d %v, want v3 with 1 and v3 with 2 ok", old.ModelVersion, old.Requests, cur.ModelVersion, cur.Requests)
+	}
+	if old.ModelSha256 != "abc123" || cur.ModelSha256 != "def456" {
+		t.Fatalf("digests %q and %q, want abc123 (first load) and def456 (reload)", old.ModelSha256, cur.ModelSha256)
+	}
+	if cur.Backend != "fpga" || cur.DeviceFaults != 2 || cur.CpuFallbacks != 5 || old.Backend != "" {
+		t.Fatalf("device figures %q %d %d on the newest entry, want fpga 2 5 (and none on the old one)", cur.Backend, cur.DeviceFaults, cur.CpuFallbacks)
+	}
+	devs = map[string]DeviceStats{"dep": {Backend: "cpu-fallback", Faults: 3, Fallbacks: 5}}
+	b = f.c.Collect()
+	if len(b.Deployments) != 1 || b.Deployments[0].DeviceFaults != 1 || b.Deployments[0].CpuFallbacks != 0 || b.Deployments[0].Backend != "cpu-fallback" {
+		t.Fatalf("second interval %v, want one entry with 1 new fault, 0 fallbacks, backend cpu-fallback", b.Deployments)
+	}
+}
