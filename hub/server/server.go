@@ -16,6 +16,7 @@ import (
 	"github.com/atelier-ml/atelier/hub/internal/api"
 	"github.com/atelier-ml/atelier/hub/internal/blobfs"
 	"github.com/atelier-ml/atelier/hub/internal/broker"
+	"github.com/atelier-ml/atelier/hub/internal/drift"
 	"github.com/atelier-ml/atelier/hub/internal/fleet"
 	"github.com/atelier-ml/atelier/hub/internal/rollout"
 	"github.com/atelier-ml/atelier/hub/internal/sqlite"
@@ -134,6 +135,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	fleetWG.Go(func() { runTelemetryRetention(fctx, store, cfg, s.log.With("component", "telemetry")) })
 	// The event log's retention, and the webhook when one is configured.
 	fleetWG.Go(func() { runEvents(fctx, cfg, store, s.log.With("component", "events")) })
+	// Input drift: every minute, each deployment against its baseline (docs/drift.md).
+	fleetWG.Go(func() { drift.Run(fctx, drift.EvaluatorConfig{}, store, blobs, s.log.With("component", "drift")) })
 	defer func() { stopFleet(); fleetWG.Wait() }() // before the broker shuts down
 	select {
 	case <-fl.Ready():
