@@ -529,3 +529,51 @@ func TestSubmitCanceled(t *testing.T) {
 		t.Fatalf("%d hellos, want 2 (one per connection)", n)
 	}
 }
+
+// TestFramingVersionRefused: each end names the framing version it got
+// and the one it speaks, instead of hanging up silently or misreading.
+func TestFramingVersionRefused(t *testing.T) {
+	_, target, _ := serve(t, emu.Config{})
+	conn, err := net.Dial("unix", strings.TrimPrefix(target, "unix:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A frame from a future host: length 8, version 2, op info, id 7.
+	if _, err := conn.Write([]byte{8, 0, 0, 0, 2, byte(wire.OpInfo), 0, 0, 7, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := wire.ReadFrame(conn)
+	if err != nil || r.Status != wire.StatusBadRequest || r.Op != wire.OpInfo || r.ID != 7 ||
+		!strings.Contains(string(r.Payload), "framing version 2, want 1") || !strings.Contains(string(r.Payload), "protocol revisions 1..2") {
+		t.Fatalf("answer to a version-2 frame: %+v %q, %v", r, r.Payload, err)
+	}
+	if _, err := wire.ReadFrame(conn); err == nil {
+		t.Fatal("the device kept the connection after a frame it cannot parse")
+	}
+
+	// A device answering in another framing version.
+	sock := filepath.Join(t.TempDir(), "future.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		f, err := wire.ReadFrame(c)
+		if err != nil {
+			return
+		}
+		c.Write([]byte{8, 0, 0, 0, 3, byte(f.Op), 0, 0, byte(f.ID), 0, 0, 0})
+		wire.ReadFrame(c) // until the shim hangs up
+	}()
+	_, err = fpga.Open(context.Background(), "unix:"+sock, fpga.Config{}, quiet())
+	if !errors.Is(err, fpga.ErrProtocol) || !strings.Contains(err.Error(), "framing version 3, want 1") {
+		t.Fatalf("open of a device answering in framing version 3: %v, want ErrProtocol naming the versions", err)
+	}
+}

@@ -117,6 +117,14 @@ func serveConn(c net.Conn, dev *Device, log *slog.Logger) {
 	var sc scratch
 	for {
 		f, err := wire.ReadFrameBuf(br, rbuf)
+		if errors.Is(err, wire.ErrVersion) {
+			// Say why before hanging up: the rest of the stream cannot be
+			// parsed.
+			msg := fmt.Sprintf("%v; this device speaks framing version %d, protocol revisions 1..%d", err, wire.Version, wire.Revision)
+			_ = wire.WriteFrame(c, wire.Frame{Op: f.Op, ID: f.ID, Status: wire.StatusBadRequest, Payload: []byte(msg)})
+			log.Warn("fpga emulator: dropping connection", "err", err)
+			return
+		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				log.Warn("fpga emulator: dropping connection", "err", err)

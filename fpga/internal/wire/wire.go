@@ -186,7 +186,10 @@ func ReadFrameBuf(r io.Reader, buf []byte) (Frame, error) {
 		return Frame{}, fmt.Errorf("read frame header: %w", unexpected(err))
 	}
 	if h[4] != Version {
-		return Frame{}, fmt.Errorf("read frame: protocol version %d, want %d: %w", h[4], Version, ErrMalformed)
+		// The rest of the header is laid out the same in every version
+		// so far; the op and id let the receiver answer.
+		return Frame{Op: Op(h[5]), ID: binary.LittleEndian.Uint32(h[8:])},
+			fmt.Errorf("read frame: framing version %d, want %d: %w: %w", h[4], Version, ErrVersion, ErrMalformed)
 	}
 	f := Frame{Op: Op(h[5]), Status: Status(binary.LittleEndian.Uint16(h[6:])), ID: binary.LittleEndian.Uint32(h[8:])}
 	if uint32(cap(buf)) >= n-8 {

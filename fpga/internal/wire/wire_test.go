@@ -31,6 +31,10 @@ func TestReadFrameErrors(t *testing.T) {
 			t.Errorf("%s: no error", name)
 		}
 	}
+	f, err := ReadFrame(bytes.NewReader([]byte{8, 0, 0, 0, 2, byte(OpWait), 0, 0, 5, 0, 0, 0}))
+	if !errors.Is(err, ErrVersion) || !errors.Is(err, ErrMalformed) || f.Op != OpWait || f.ID != 5 {
+		t.Errorf("version-2 frame: %+v, %v; want ErrVersion and ErrMalformed with op and id", f, err)
+	}
 	if _, err := ReadFrame(bytes.NewReader([]byte{9, 0, 0, 0, 2})); !errors.Is(err, ErrMalformed) && err == nil {
 		t.Error("no error")
 	}
