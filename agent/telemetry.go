@@ -21,6 +21,9 @@ const (
 	DefaultTelemetryUploadBytes = 512 << 10
 	// maxUploadBatches bounds the batches of one upload.
 	maxUploadBatches = 64
+	// maxAckWait caps the ack timeout as it doubles after uploads that got
+	// no ack.
+	maxAckWait = 5 * time.Minute
 )
 
 func (c *Config) telemetryDefaults() error {
@@ -230,6 +233,7 @@ func fit(b *agentv1.TelemetryBatch, limit int, a *Agent) {
 
 // send uploads the spool's pending batches in order, one upload in flight.
 func (t *telemetryLoop) send(ctx context.Context, sp *spool.Spool) {
+	misses := 0 // uploads in a row that got no ack
 	for {
 		if err := t.a.sess.WaitConnected(ctx); err != nil {
 			return
@@ -275,8 +279,17 @@ func (t *telemetryLoop) send(ctx context.Context, sp *spool.Spool) {
 			}
 			continue
 		}
-		if !t.awaitAck(ctx, sp, first, last) {
+		// Each upload in a row that gets no ack waits twice as long (up to
+		// maxAckWait): a hub that does not ingest telemetry is not sent the
+		// same batches every few seconds.
+		acked, ok := t.awaitAck(ctx, sp, first, last, min(t.a.cfg.TelemetryAckTimeout<<min(misses, 16), max(maxAckWait, t.a.cfg.TelemetryAckTimeout)))
+		if !ok {
 			return
+		}
+		if acked {
+			misses = 0
+		} else {
+			misses++
 		}
 	}
 }
@@ -296,20 +309,20 @@ func (t *telemetryLoop) pause(ctx context.Context, d time.Duration) bool {
 
 // awaitAck waits for the TelemetryAck of the upload [first, last] and
 // acknowledges (or, if refused, discards) the spool through it. It returns
-// after the ack, a timeout or a reconnect (the caller resends); false if ctx
-// ended.
-func (t *telemetryLoop) awaitAck(ctx context.Context, sp *spool.Spool, first, last uint64) bool {
-	timer := time.NewTimer(t.a.cfg.TelemetryAckTimeout)
+// after the ack (acked true), a timeout or a reconnect (the caller
+// resends); ok is false if ctx ended.
+func (t *telemetryLoop) awaitAck(ctx context.Context, sp *spool.Spool, first, last uint64, timeout time.Duration) (acked, ok bool) {
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return false
+			return false, false
 		case <-timer.C:
-			t.a.log.Info("no telemetry ack, sending again", "first_seq", first, "last_seq", last, "timeout", t.a.cfg.TelemetryAckTimeout)
-			return true
+			t.a.log.Info("no telemetry ack, sending again", "first_seq", first, "last_seq", last, "timeout", timeout)
+			return false, true
 		case <-t.up:
-			return true
+			return false, true
 		case ack := <-t.acks:
 			through := ack.GetThroughSeq()
 			// Every upload starts at the oldest pending batch, so an ack
@@ -326,12 +339,12 @@ func (t *telemetryLoop) awaitAck(ctx context.Context, sp *spool.Spool, first, la
 				n, err := sp.Discard(through)
 				t.a.log.Error("hub refused telemetry upload; batches dropped", "first_seq", first, "through_seq", through,
 					"dropped", n, "reason", ack.GetError(), "error", err)
-				return true
+				return true, true
 			}
 			if err := sp.Ack(through); err != nil {
 				t.a.log.Error("acknowledge telemetry spool", "through_seq", through, "error", err)
 			}
-			return true
+			return true, true
 		}
 	}
 }
