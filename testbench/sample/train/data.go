@@ -104,6 +104,36 @@ func WriteCSV(w io.Writer, samples []Sample) error {
 	return bw.Flush()
 }
 
+// BaselineFile is the name of the training-input artifact: the Atelier hub
+// takes a deployed model's input drift baseline from the run artifact of
+// this name (docs/drift.md).
+const BaselineFile = "baseline.csv"
+
+// WriteBaselineCSV writes the pixels of samples, the model's inputs, as
+// CSV with a header naming each column INPUT[INDEX] (pixels[0] ...
+// pixels[63]) and no label: the baseline format of Atelier's drift
+// monitoring.
+func WriteBaselineCSV(w io.Writer, samples []Sample) error {
+	bw := bufio.NewWriter(w)
+	for i := range Pixels {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		bw.WriteString(InputName + "[" + strconv.Itoa(i) + "]")
+	}
+	bw.WriteByte('\n')
+	for _, s := range samples {
+		for i, p := range s.Pixels {
+			if i > 0 {
+				bw.WriteByte(',')
+			}
+			bw.WriteString(strconv.FormatFloat(float64(p), 'g', -1, 32))
+		}
+		bw.WriteByte('\n')
+	}
+	return bw.Flush()
+}
+
 // Split returns the held-out rows (0-based index a multiple of 5) and the
 // training rows, both in file order.
 func Split(all []Sample) (train, heldout []Sample) {

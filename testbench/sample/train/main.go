@@ -73,7 +73,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (co
 	seed := int(c.Seed)
 	integer(&seed, "seed", "random seed for initialization and shuffling")
 	fs.StringVar(&c.data, "data", c.data, "gzip CSV data file")
-	fs.StringVar(&c.out, "out", c.out, "output directory for model.onnx and heldout.csv")
+	fs.StringVar(&c.out, "out", c.out, "output directory for model.onnx, heldout.csv and baseline.csv")
 	if envErr != nil {
 		return c, envErr
 	}
@@ -155,6 +155,27 @@ func run(args []string, stdout io.Writer, getenv func(string) string) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", heldoutPath, err)
 	}
-	fmt.Fprintf(stdout, "trained in %.2fs; held-out accuracy %.4f; wrote %s and %s\n", elapsed.Seconds(), acc, modelPath, heldoutPath)
+	baselinePath := filepath.Join(c.out, BaselineFile)
+	if err := writeFile(baselinePath, func(w io.Writer) error { return WriteBaselineCSV(w, train) }); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "trained in %.2fs; held-out accuracy %.4f; wrote %s, %s and %s (training inputs, the drift baseline)\n",
+		elapsed.Seconds(), acc, modelPath, heldoutPath, baselinePath)
+	return nil
+}
+
+// writeFile creates path and fills it with fill.
+func writeFile(path string, fill func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := fill(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
 	return nil
 }

@@ -218,6 +218,19 @@ func TestRun(t *testing.T) {
 	if err != nil || len(rows) != 360 {
 		t.Fatalf("heldout.csv: %d rows, err %v; want 360", len(rows), err)
 	}
+	baseline, err := os.ReadFile(filepath.Join(out, BaselineFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(baseline), "\n"), "\n")
+	if len(lines) != 1+1437 || !strings.HasPrefix(lines[0], "pixels[0],pixels[1],") || !strings.HasSuffix(lines[0], ",pixels[63]") {
+		t.Fatalf("baseline.csv: %d lines, header %.40q...; want a pixels[i] header and 1437 training rows", len(lines), lines[0])
+	}
+	for i, l := range lines[1:] {
+		if n := strings.Count(l, ",") + 1; n != Pixels {
+			t.Fatalf("baseline.csv line %d: %d columns, want %d (pixels only, no label)", i+2, n, Pixels)
+		}
+	}
 	model, err := os.ReadFile(filepath.Join(out, "model.onnx"))
 	if err != nil {
 		t.Fatal(err)
