@@ -345,3 +345,25 @@ func TestReloadAndDeviceDeltas(t *testing.T) {
 		t.Fatalf("second interval %v, want one entry with 1 new fault, 0 fallbacks, backend cpu-fallback", b.Deployments)
 	}
 }
+
+func TestCaptureBudget(t *testing.T) {
+	f := newFixture(t, &agentv1.MonitorOptions{CaptureFraction: 1})
+	f.c.cfg.CaptureBytes = 300 // about three bodies of one 4-float sample
+	for range 10 {
+		f.infer(t, [][]float32{{1.25, 2, 3, 4}})
+	}
+	b := f.c.Collect()
+	var n, size int
+	for _, c := range b.Deployments[0].Captured {
+		n++
+		size += len(c)
+	}
+	if n == 0 || n == 10 || size > 300 || f.c.CaptureSkipped() != uint64(10-n) {
+		t.Fatalf("captured %d bodies (%d bytes), skipped %d; want some but not all 10, at most 300 bytes, the rest skipped", n, size, f.c.CaptureSkipped())
+	}
+	// The budget is per batch: the next interval captures again.
+	f.infer(t, [][]float32{{1.25, 2, 3, 4}})
+	if b := f.c.Collect(); len(b.Deployments) != 1 || len(b.Deployments[0].Captured) != 1 {
+		t.Fatalf("next interval captured %v, want 1 body", b.Deployments)
+	}
+}
