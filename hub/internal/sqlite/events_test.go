@@ -243,3 +243,31 @@ func TestEventCursorSurvivesReopen(t *testing.T) {
 		t.Errorf("cursor after reopen = %d, %v; want 9", c, err)
 	}
 }
+
+// TestIngestTelemetryEventsOnce sends a batch with agent events through
+// IngestTelemetry twice (an agent retry): its events are recorded once.
+func TestIngestTelemetryEventsOnce(t *testing.T) {
+	st, _ := openTest(t)
+	ctx := context.Background()
+	now := time.Now()
+	batch := func() *agentv1.TelemetryBatch {
+		return &agentv1.TelemetryBatch{Seq: 1, StartUnixNano: now.Add(-time.Second).UnixNano(), EndUnixNano: now.UnixNano(),
+			Events: []*agentv1.AgentEvent{{Kind: hub.EventDeviceFault, Deployment: "d", Message: "dma timeout", TimeUnixNano: now.UnixNano()}}}
+	}
+	for i := range 2 {
+		res, err := st.IngestTelemetry(ctx, []hub.TelemetryUpload{{Agent: "fpga-1", Batches: []*agentv1.TelemetryBatch{batch()}}})
+		if err != nil {
+			t.Fatalf("ingest %d: %v", i, err)
+		}
+		if res.Stored+res.Duplicates != 1 || res.Stored != 1-i {
+			t.Fatalf("ingest %d: %+v", i, res)
+		}
+	}
+	got, err := st.ListEvents(ctx, hub.EventQuery{Agent: "fpga-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Kind != hub.EventDeviceFault || got[0].Message != "dma timeout" {
+		t.Fatalf("events = %+v, want the one device_fault", got)
+	}
+}
