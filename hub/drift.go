@@ -22,7 +22,8 @@ import (
 // BaselineWindow of telemetry after the version first reported features.
 
 // BaselineArtifact is the run artifact a trainer saves its training inputs
-// in: CSV with a header row naming each column INPUT[INDEX] (the feature's
+// in, beside the model file's artifact or at the top of the run's
+// artifacts (the sample trainer writes outputs/baseline.csv): CSV with a header row naming each column INPUT[INDEX] (the feature's
 // input tensor name and element index) or INPUT (index 0); one row per
 // training sample. Columns with other headers (such as a label) are
 // ignored.

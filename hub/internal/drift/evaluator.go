@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -307,7 +308,14 @@ func (e *Evaluator) runBaseline(ctx context.Context, d hub.Deployment) (fs []hub
 	if err != nil || mv.RunID == "" {
 		return nil, "", err
 	}
-	art, err := e.store.GetArtifact(ctx, d.Workspace, mv.RunID, hub.BaselineArtifact)
+	// Beside the model file first (a run may save several models), then
+	// at the top of the run's artifacts.
+	var art hub.Artifact
+	for _, p := range slices.Compact([]string{path.Join(path.Dir(mv.ArtifactPath), hub.BaselineArtifact), hub.BaselineArtifact}) {
+		if art, err = e.store.GetArtifact(ctx, d.Workspace, mv.RunID, p); err == nil || !errors.Is(err, hub.ErrNotFound) {
+			break
+		}
+	}
 	if errors.Is(err, hub.ErrNotFound) {
 		return nil, "", nil
 	} else if err != nil {
@@ -324,9 +332,9 @@ func (e *Evaluator) runBaseline(ctx context.Context, d hub.Deployment) (fs []hub
 	}
 	fs, err = ParseBaselineCSV(io.LimitReader(rc, MaxBaselineBytes), inputs)
 	if err != nil {
-		return nil, "", fmt.Errorf("run %s artifact %s: %w", mv.RunID, hub.BaselineArtifact, err)
+		return nil, "", fmt.Errorf("run %s artifact %s: %w", mv.RunID, art.Path, err)
 	}
-	return fs, fmt.Sprintf("%s %s/%s %s", hub.BaselineFromRun, d.Workspace, mv.RunID, hub.BaselineArtifact), nil
+	return fs, fmt.Sprintf("%s %s/%s %s", hub.BaselineFromRun, d.Workspace, mv.RunID, art.Path), nil
 }
 
 // ParseBaselineCSV reads a baseline artifact (hub.BaselineArtifact): a
