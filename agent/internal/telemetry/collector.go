@@ -211,6 +211,13 @@ func (c *Collector) deployments() []*agentv1.DeploymentTelemetry {
 				continue
 			}
 			d.QueueSeconds, d.ComputeSeconds, d.RequestSeconds, d.BatchSize = hist(q), hist(cp), hist(r), hist(bt)
+			if e := latest[k]; e != nil {
+				// Another load of the same version (a reload of version N
+				// goes through "N-reload"): one entry per version, with the
+				// newer load's digest.
+				mergeEntry(e, d)
+				continue
+			}
 			out = append(out, d)
 			latest[k] = d
 			newest[s.Model] = d
@@ -285,6 +292,45 @@ func (c *Collector) deployments() []*agentv1.DeploymentTelemetry {
 		}
 	}
 	return out
+}
+
+// mergeEntry adds d's requests and histograms to e; e takes d's digest
+// (d is the newer load) if it has one.
+func mergeEntry(e, d *agentv1.DeploymentTelemetry) {
+	if d.ModelSha256 != "" {
+		e.ModelSha256 = d.ModelSha256
+	}
+	for o, n := range d.Requests {
+		if e.Requests == nil {
+			e.Requests = map[string]uint64{}
+		}
+		e.Requests[o] += n
+	}
+	e.QueueSeconds = addHist(e.QueueSeconds, d.QueueSeconds)
+	e.ComputeSeconds = addHist(e.ComputeSeconds, d.ComputeSeconds)
+	e.RequestSeconds = addHist(e.RequestSeconds, d.RequestSeconds)
+	e.BatchSize = addHist(e.BatchSize, d.BatchSize)
+}
+
+// addHist returns a+b. Histograms of one registry share their bounds; if
+// they differ, b's observations are counted in the bucket of a holding the
+// upper bound of b's bucket (the overflow bucket stays the overflow).
+func addHist(a, b *agentv1.Histogram) *agentv1.Histogram {
+	if a == nil {
+		return b
+	}
+	if b == nil {
+		return a
+	}
+	a.Sum += b.Sum
+	for i, c := range b.Counts {
+		j := len(a.Bounds)
+		if i < len(b.Bounds) {
+			j, _ = slices.BinarySearch(a.Bounds, b.Bounds[i])
+		}
+		a.Counts[j] += c
+	}
+	return a
 }
 
 // delta is cur-prev, or cur if the total went back (a reset).

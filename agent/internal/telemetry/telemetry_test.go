@@ -326,19 +326,38 @@ func TestReloadAndDeviceDeltas(t *testing.T) {
 	f.infer(t, [][]float32{{1, 2, 3, 4}})
 	f.infer(t, [][]float32{{1, 2, 3, 4}})
 	b := f.c.Collect()
-	if len(b.Deployments) != 2 {
-		t.Fatalf("got %d entries, want one per load of version 3", len(b.Deployments))
+	// One entry per version (the hub refuses two), with the reload's digest.
+	if len(b.Deployments) != 1 {
+		t.Fatalf("got %d entries, want one for version 3", len(b.Deployments))
 	}
-	old, cur := b.Deployments[0], b.Deployments[1]
-	if old.ModelVersion != 3 || cur.ModelVersion != 3 || old.Requests["ok"] != 1 || cur.Requests["ok"] != 2 {
-		t.Fatalf("entries v%d %v and v%d %v, want v3 with 1 and v3 with 2 ok", old.ModelVersion, old.Requests, cur.ModelVersion, cur.Requests)
+	cur := b.Deployments[0]
+	var lat uint64
+	for _, c := range cur.GetRequestSeconds().GetCounts() {
+		lat += c
 	}
-	if old.ModelSha256 != "abc123" || cur.ModelSha256 != "def456" {
-		t.Fatalf("digests %q and %q, want abc123 (first load) and def456 (reload)", old.ModelSha256, cur.ModelSha256)
+	if cur.ModelVersion != 3 || cur.Requests["ok"] != 3 || lat != 3 || cur.ModelSha256 != "def456" {
+		t.Fatalf("entry v%d %v (%d latencies) sha %q, want v3 with 3 ok and 3 latencies, sha def456", cur.ModelVersion, cur.Requests, lat, cur.ModelSha256)
 	}
-	if cur.Backend != "fpga" || cur.DeviceFaults != 2 || cur.CpuFallbacks != 5 || old.Backend != "" {
-		t.Fatalf("device figures %q %d %d on the newest entry, want fpga 2 5 (and none on the old one)", cur.Backend, cur.DeviceFaults, cur.CpuFallbacks)
+	if cur.Backend != "fpga" || cur.DeviceFaults != 2 || cur.CpuFallbacks != 5 {
+		t.Fatalf("device figures %q %d %d, want fpga 2 5", cur.Backend, cur.DeviceFaults, cur.CpuFallbacks)
 	}
+	// Requests the first load answered in an interval of their own keep
+	// its digest after the reload.
+	f.infer(t, [][]float32{{1, 2, 3, 4}})
+	spec2 := &agentv1.DeploymentSpec{Name: "dep", Model: &agentv1.ModelRef{Version: 3, Sha256: "0a0b0c"}}
+	r2, err := ort.Open(p, ort.Config{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.reg.Swap(context.Background(), "dep", "3", f.c.Wrap(spec2, r2)); err != nil {
+		t.Fatal(err)
+	}
+	if b := f.c.Collect(); len(b.Deployments) != 1 || b.Deployments[0].ModelSha256 != "def456" || b.Deployments[0].Requests["ok"] != 1 {
+		t.Fatalf("after a reload, the previous load's requests are reported as %v, want 1 ok with sha def456", b.Deployments)
+	}
+	devs = map[string]DeviceStats{"dep": {Backend: "fpga", Faults: 2, Fallbacks: 5}}
+	f.infer(t, [][]float32{{1, 2, 3, 4}})
+	f.c.Collect()
 	devs = map[string]DeviceStats{"dep": {Backend: "cpu-fallback", Faults: 3, Fallbacks: 5}}
 	b = f.c.Collect()
 	if len(b.Deployments) != 1 || b.Deployments[0].DeviceFaults != 1 || b.Deployments[0].CpuFallbacks != 0 || b.Deployments[0].Backend != "cpu-fallback" {
