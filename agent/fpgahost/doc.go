@@ -18,7 +18,10 @@
 // # Faults
 //
 // On a device fault the backend resets the card, reprograms it and retries
-// the request once. If the card stays down, the request either fails with
+// the request once; when the connection to the card is lost (the card or
+// its driver restarted), the runner reconnects and tries once more, and
+// the backend reprograms the card it finds. If the card stays down, the
+// request either fails with
 // an error wrapping ErrDeviceDown and scoring.ErrBackend (HTTP 500, the
 // message says what failed and that the CPU fallback is off) or, when the
 // deployment allows it (RuntimeOptions.allow_cpu_fallback, or

@@ -71,7 +71,7 @@ type Host struct {
 // deployStats are one deployment's totals across the runners it had.
 type deployStats struct {
 	backend       string
-	failures      uint64 // device failures not retried by the backend (lost card)
+	failures      uint64 // failed attempts the backend did not retry (lost card, ...)
 	fallbacks     uint64
 	closedRetries uint64 // backend retries of runners already closed
 	live          map[*Runner]bool
@@ -186,15 +186,17 @@ func (h *Host) Open(ctx context.Context, spec *agentv1.DeploymentSpec, path stri
 	if err != nil {
 		return nil, fmt.Errorf("fpga host: deployment %q: %w", name, err)
 	}
-	be, err := backend.Open(ctx, h.dev, model, backend.Config{
+	bcfg := backend.Config{
 		Calibration: calib,
 		Compiler:    compiler.Options{Batch: h.cfg.Batch, CacheDir: h.cfg.CacheDir},
 		ORT:         h.cfg.ORT,
-	}, h.log)
+	}
+	be, err := backend.Open(ctx, h.dev, model, bcfg, h.log)
 	if err != nil {
 		return nil, fmt.Errorf("fpga host: deployment %q: %w", name, err)
 	}
-	r := &Runner{h: h, name: name, be: be, fallback: h.cfg.FallbackCPU || spec.GetOptions().GetAllowCpuFallback()}
+	r := &Runner{h: h, name: name, model: model, bcfg: bcfg, sig: be.Signature(), be: be,
+		fallback: h.cfg.FallbackCPU || spec.GetOptions().GetAllowCpuFallback()}
 	if r.fallback {
 		if r.cpu, err = ort.Open(path, h.cfg.ORT, h.log); err != nil {
 			be.Close()
@@ -223,8 +225,9 @@ func (h *Host) Open(ctx context.Context, spec *agentv1.DeploymentSpec, path stri
 
 // DeviceStats implements agent.DeviceReporter: the totals of every
 // deployment opened since Open (a deployment unloaded keeps its last
-// totals). Faults counts device faults: runs the backend reset and
-// retried, and runs that failed on a card that does not answer.
+// totals). Faults counts device faults: each reset-and-retry of the
+// backend, and each attempt that failed on an unreachable card or with an
+// error a reset does not cure.
 func (h *Host) DeviceStats() map[string]agent.DeviceStats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -232,7 +235,7 @@ func (h *Host) DeviceStats() map[string]agent.DeviceStats {
 	for name, st := range h.stats {
 		faults := st.failures + st.closedRetries
 		for r := range st.live {
-			faults += r.be.Stats().Retries
+			faults += r.retries()
 		}
 		out[name] = agent.DeviceStats{Backend: st.backend, Faults: faults, Fallbacks: st.fallbacks}
 	}
@@ -244,25 +247,92 @@ func (h *Host) DeviceStats() map[string]agent.DeviceStats {
 type Runner struct {
 	h        *Host
 	name     string
-	be       *backend.Runner
+	model    []byte
+	bcfg     backend.Config
+	sig      scoring.Signature
 	fallback bool
 	cpu      *ort.Runner // the whole model, when fallback
+
+	mu      sync.RWMutex // guards the fields below; held shared around be.Run
+	be      *backend.Runner
+	gen     uint64 // incremented by every reopen
+	retired uint64 // backend retries of backends replaced by reopen
 }
 
 var _ scoring.Runner = (*Runner)(nil)
 
 // Signature is the model's.
-func (r *Runner) Signature() scoring.Signature { return r.be.Signature() }
+func (r *Runner) Signature() scoring.Signature { return r.sig }
 
-// Backend returns the compiled artifact's partition (for logs and tests).
-func (r *Runner) Backend() *backend.Runner { return r.be }
+// errClosed is the error of a run after a failed reopen left no backend.
+var errClosed = &fpga.DeviceError{Op: "run", Detail: "the program could not be reloaded on the card", Err: fpga.ErrDeviceLost}
 
-// Run scores on the card (the backend resets, reprograms and retries
-// once on a fault). If the card stays down it falls back to the CPU when
-// allowed, else fails with an error wrapping ErrDeviceDown and
+// run is one backend run; it returns the backend generation it used.
+func (r *Runner) run(ctx context.Context, inputs []scoring.Tensor) ([]scoring.Tensor, uint64, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.be == nil {
+		return nil, r.gen, errClosed
+	}
+	out, err := r.be.Run(ctx, inputs)
+	return out, r.gen, err
+}
+
+// reopen replaces backend generation gen (if still current) with a new
+// backend: after a lost connection the card may be another one, whose
+// buffers and programs are not the old backend's. The old backend is
+// closed first, so its frees cannot touch the new one's buffers.
+func (r *Runner) reopen(ctx context.Context, gen uint64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gen != gen {
+		return nil // another request reopened already
+	}
+	r.gen++
+	if r.be != nil {
+		r.retired += r.be.Stats().Retries
+		if err := r.be.Close(); err != nil {
+			r.h.log.Debug("fpga: closing the backend of a lost card", "deployment", r.name, "err", err)
+		}
+		r.be = nil
+	}
+	be, err := backend.Open(ctx, r.h.dev, r.model, r.bcfg, r.h.log)
+	if err != nil {
+		return err
+	}
+	r.be = be
+	return nil
+}
+
+// retries is the backend's reset-and-retry count, replaced backends
+// included.
+func (r *Runner) retries() uint64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	n := r.retired
+	if r.be != nil {
+		n += r.be.Stats().Retries
+	}
+	return n
+}
+
+// Run scores on the card. On a fault the backend resets the card,
+// reprograms it and retries once; when the connection to the card is lost
+// (the card or its driver restarted) Run reconnects, programs the card
+// anew and tries once more. If the card stays down Run falls back to the
+// CPU when allowed, else fails with an error wrapping ErrDeviceDown and
 // scoring.ErrBackend.
 func (r *Runner) Run(ctx context.Context, inputs []scoring.Tensor) ([]scoring.Tensor, error) {
-	out, err := r.be.Run(ctx, inputs)
+	out, gen, err := r.run(ctx, inputs)
+	if err != nil && ctx.Err() == nil && errors.Is(err, fpga.ErrDeviceLost) {
+		r.setBackend("", true, false)
+		r.h.log.Warn("fpga card unreachable; reconnecting, reprogramming and retrying once", "deployment", r.name, "err", err)
+		if rerr := r.reopen(ctx, gen); rerr != nil {
+			err = fmt.Errorf("%w; reprogramming the card failed: %w", err, rerr)
+		} else {
+			out, _, err = r.run(ctx, inputs)
+		}
+	}
 	var de *fpga.DeviceError
 	if err == nil || ctx.Err() != nil || !errors.As(err, &de) {
 		if err == nil {
@@ -270,13 +340,17 @@ func (r *Runner) Run(ctx context.Context, inputs []scoring.Tensor) ([]scoring.Te
 		}
 		return out, err
 	}
-	retried := fpga.Recoverable(err) // the backend reset and retried: counted in its Retries
+	// A recoverable last error was retried by the backend, which counts it.
+	counted := fpga.Recoverable(err)
 	if !r.fallback {
-		r.setBackend("", !retried, false)
+		r.setBackend("", !counted, false)
+		if !errors.Is(err, scoring.ErrBackend) {
+			err = fmt.Errorf("%w: %w", scoring.ErrBackend, err)
+		}
 		return nil, fmt.Errorf("deployment %q: %w after a reset and a retry, and the CPU fallback is off for it: %w", r.name, ErrDeviceDown, err)
 	}
 	r.h.log.Warn("fpga device down; scoring on the CPU", "deployment", r.name, "err", err)
-	r.setBackend(BackendCPUFallback, !retried, true)
+	r.setBackend(BackendCPUFallback, !counted, true)
 	byName := make(map[string]scoring.Tensor, len(inputs))
 	for _, t := range inputs {
 		byName[t.Name] = t
@@ -311,7 +385,12 @@ func (r *Runner) setBackend(name string, failure, fallback bool) {
 // Close releases the program and buffers on the card and the ONNX
 // Runtime sessions; the deployment's totals stay in DeviceStats.
 func (r *Runner) Close() error {
-	err := r.be.Close()
+	r.mu.Lock()
+	var err error
+	if r.be != nil {
+		err = r.be.Close()
+	}
+	r.mu.Unlock()
 	if r.cpu != nil {
 		err = errors.Join(err, r.cpu.Close())
 	}
@@ -319,7 +398,7 @@ func (r *Runner) Close() error {
 	st := r.h.stats[r.name]
 	if st.live[r] {
 		delete(st.live, r)
-		st.closedRetries += r.be.Stats().Retries
+		st.closedRetries += r.retries()
 	}
 	r.h.mu.Unlock()
 	return err

@@ -240,7 +240,8 @@ func TestHostFallbackDefault(t *testing.T) {
 	if err := check(t, r); err != nil {
 		t.Fatalf("Config.FallbackCPU on a lost card: %v", err)
 	}
-	stats(t, h, "d", agent.DeviceStats{Backend: fpgahost.BackendCPUFallback, Faults: 1, Fallbacks: 1})
+	// Two faults: the first attempt and the one after reconnecting.
+	stats(t, h, "d", agent.DeviceStats{Backend: fpgahost.BackendCPUFallback, Faults: 2, Fallbacks: 1})
 }
 
 func TestNoCalibration(t *testing.T) {
@@ -255,5 +256,61 @@ func TestNoCalibration(t *testing.T) {
 	}
 	if len(h.DeviceStats()) != 0 {
 		t.Fatalf("a failed open left stats: %v", h.DeviceStats())
+	}
+}
+
+func TestCardRestart(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "fpga.sock")
+	serve := func() (stop func()) {
+		dev, err := emu.NewDevice(emu.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- emu.ServeDevice(ctx, l, dev, quiet()) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("emulator: %v", err)
+			}
+		}
+	}
+	stop := serve()
+	model, calib := files(t)
+	h := openHost(t, "unix:"+sock, calib)
+	r, err := h.Open(context.Background(), spec("d", false), model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := check(t, r); err != nil {
+		t.Fatal(err)
+	}
+	// The emulator restarts: a new card with none of our programs.
+	stop()
+	stop = serve()
+	defer func() { stop() }()
+	if err := check(t, r); err != nil {
+		t.Fatalf("first request to a restarted card: %v", err)
+	}
+	// One fault: the lost connection, after which the card was programmed
+	// anew.
+	stats(t, h, "d", agent.DeviceStats{Backend: fpgahost.BackendFPGA, Faults: 1})
+	// The card goes away for good: the request fails, naming the card.
+	stop()
+	stop = func() {}
+	err = check(t, r)
+	if !errors.Is(err, fpgahost.ErrDeviceDown) || !errors.Is(err, scoring.ErrBackend) || !strings.Contains(err.Error(), "reprogramming the card failed") {
+		t.Fatalf("request with the card gone: %v, want ErrDeviceDown saying reprogramming failed", err)
+	}
+	// With no backend left, the next request tries to reprogram again.
+	stop = serve()
+	if err := check(t, r); err != nil {
+		t.Fatalf("request once the card is back: %v", err)
 	}
 }

@@ -1,17 +1,26 @@
 package agentcmd
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/atelier-ml/atelier/agent/fpgahost"
 	"github.com/atelier-ml/atelier/fpga"
 	"github.com/atelier-ml/atelier/fpga/compiler"
 	"github.com/atelier-ml/atelier/fpga/emu"
 	"github.com/atelier-ml/atelier/fpga/isa"
 	"github.com/atelier-ml/atelier/internal/onnx"
+	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+	"github.com/atelier-ml/atelier/scoring"
+	"github.com/atelier-ml/atelier/scoring/ort"
 )
 
 // newFPGACmd is `atelier-agent fpga`: tools for FPGA hosts.
@@ -189,4 +198,125 @@ The first line on stdout is "listening on unix:PATH".`,
 	f.IntVar(&cfg.ACCWords, "acc-words", def.ACCWords, "on-chip int32 accumulator words")
 	f.BoolVar(&cfg.Pace, "pace", false, "make each kernel run take at least its modelled device time")
 	return cmd
+}
+
+// fpgaOptions are the FPGA host flags of `score` and `run`.
+type fpgaOptions struct {
+	target      string   // --fpga unix:PATH
+	calibration []string // --fpga-calibration [MODEL=]FILE
+	fallback    bool     // --fpga-cpu-fallback
+	cacheDir    string   // --fpga-cache-dir
+	batch       int      // --fpga-batch
+}
+
+// FPGALabel is the label an FPGA agent adds to its enrollment unless
+// --label sets the key: deployments reach FPGA hosts with
+// --selector accelerator=fpga.
+const FPGALabel = "accelerator=fpga"
+
+// fpgaKind is an FPGA agent's Capabilities.kind (hub.KindFPGA).
+const fpgaKind = "fpga"
+
+func addFPGAFlags(f *pflag.FlagSet, o *fpgaOptions, forRun bool) {
+	f.StringVar(&o.target, "fpga", "", "FPGA card to serve on, e.g. unix:/run/atelier/fpga.sock (an `atelier-agent fpga sim` socket)")
+	calib := "calibration samples for int8 quantization as MODEL=FILE (the file for model MODEL) or FILE (every other model); CSV, one sample per line, or an ONNX TensorProto (repeatable)"
+	if forRun {
+		calib = "calibration samples for int8 quantization as MODEL=FILE (for the registered model MODEL) or FILE (every other model); CSV, one sample per line, or an ONNX TensorProto (repeatable)"
+	}
+	f.StringArrayVar(&o.calibration, "fpga-calibration", nil, calib)
+	f.BoolVar(&o.fallback, "fpga-cpu-fallback", false, "score on the CPU when the card stays down after a reset (else such requests fail with 500)")
+	cache := "keep compiled programs in this directory (default: none)"
+	if forRun {
+		cache = "keep compiled programs in this directory (default DATA/fpga-cache)"
+	}
+	f.StringVar(&o.cacheDir, "fpga-cache-dir", "", cache)
+	f.IntVar(&o.batch, "fpga-batch", 0, "samples per kernel iteration (0: the compiler's default, 32)")
+}
+
+// parseCalibration splits [MODEL=]FILE flags into the host's map.
+func parseCalibration(specs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, s := range specs {
+		name, path, ok := strings.Cut(s, "=")
+		if !ok {
+			name, path = "", s
+		}
+		if path == "" || (ok && name == "") {
+			return nil, fmt.Errorf("%w: --fpga-calibration %q: want MODEL=FILE or FILE", errUsage, s)
+		}
+		if _, dup := out[name]; dup {
+			what := "the default file"
+			if name != "" {
+				what = fmt.Sprintf("model %q", name)
+			}
+			return nil, fmt.Errorf("%w: --fpga-calibration %q: %s given twice", errUsage, s, what)
+		}
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("%w: --fpga-calibration %q: %w", errUsage, s, err)
+		}
+		out[name] = path
+	}
+	return out, nil
+}
+
+// openFPGAHost checks the FPGA flags and opens the card.
+func openFPGAHost(ctx context.Context, o fpgaOptions, oc ort.Config, log *slog.Logger) (*fpgahost.Host, error) {
+	if o.target == "" {
+		return nil, fmt.Errorf("%w: --fpga unix:PATH is required with the fpga backend", errUsage)
+	}
+	if o.batch < 0 {
+		return nil, fmt.Errorf("%w: --fpga-batch %d: want >= 0", errUsage, o.batch)
+	}
+	calib, err := parseCalibration(o.calibration)
+	if err != nil {
+		return nil, err
+	}
+	if len(calib) == 0 {
+		return nil, fmt.Errorf("%w: the fpga backend needs calibration samples: give --fpga-calibration FILE (or MODEL=FILE per model)", errUsage)
+	}
+	return fpgahost.Open(ctx, fpgahost.Config{Target: o.target, CacheDir: o.cacheDir, FallbackCPU: o.fallback,
+		Calibration: calib, Batch: o.batch, ORT: oc}, log)
+}
+
+// openFPGAAgent makes `run` an FPGA agent when --fpga is given: it opens
+// the card (before enrollment, so a missing card spends no join token),
+// sets the capabilities' kind to fpga and their card, and adds FPGALabel
+// to the enrollment labels unless --label sets its key. Without --fpga it
+// returns nil, and an error if another FPGA flag was given.
+func openFPGAAgent(ctx context.Context, o *runOptions, caps *agentv1.Capabilities, log *slog.Logger) (*fpgahost.Host, error) {
+	fo := o.scoring.fpga
+	if fo.target == "" {
+		if len(fo.calibration) > 0 || fo.fallback || fo.cacheDir != "" || fo.batch != 0 {
+			return nil, fmt.Errorf("%w: --fpga-calibration, --fpga-cpu-fallback, --fpga-cache-dir and --fpga-batch need --fpga unix:PATH", errUsage)
+		}
+		return nil, nil
+	}
+	if fo.cacheDir == "" {
+		fo.cacheDir = filepath.Join(o.dataDir, "fpga-cache")
+	}
+	host, err := openFPGAHost(ctx, fo, ort.Config{LibraryPath: o.scoring.ortLib, IntraOpThreads: o.scoring.threads}, log)
+	if err != nil {
+		return nil, err
+	}
+	caps.Kind = fpgaKind
+	caps.Fpga = host.Capabilities()
+	labels, err := parseLabels(o.labels)
+	if err != nil {
+		host.Close()
+		return nil, err
+	}
+	key, _, _ := strings.Cut(FPGALabel, "=")
+	if _, set := labels[key]; !set {
+		o.labels = append(o.labels, FPGALabel)
+	}
+	log.Info("fpga agent", "card", host.Info().String())
+	return host, nil
+}
+
+// fpgaOpen is edge.DaemonConfig.Open for host (nil: ONNX Runtime).
+func fpgaOpen(host *fpgahost.Host) func(context.Context, *agentv1.DeploymentSpec, string) (scoring.Runner, error) {
+	if host == nil {
+		return nil
+	}
+	return host.Open
 }

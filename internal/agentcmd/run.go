@@ -105,6 +105,7 @@ The first line on stdout is "listening on http://HOST:PORT".`,
 	f.IntVar(&s.threads, "threads", 0, "ONNX Runtime intra-op threads (0: 1 on machines with <= 2 cores, else ONNX Runtime's default)")
 	f.IntVar(&s.maxBatch, "max-batch", 8, "most requests merged into one run (1 disables batching)")
 	f.IntVar(&s.queue, "queue", 128, "requests waiting per model before 429")
+	addFPGAFlags(f, &s.fpga, true) // --fpga makes this an FPGA agent (fpga.go)
 	s.maxBody, s.maxConc, s.timeout = 32<<20, 256, 30*time.Second
 	return cmd
 }
@@ -212,6 +213,13 @@ func runAgent(cmd *cobra.Command, o runOptions, stdout, stderr io.Writer) error 
 		return err
 	}
 	caps := agent.DetectCapabilities("edge", ortlib.Version, agentVersion())
+	fpgaHost, err := openFPGAAgent(ctx, &o, caps, log) // nil without --fpga
+	if err != nil {
+		return err
+	}
+	if fpgaHost != nil {
+		defer fpgaHost.Close() // after edge.Run closed the runners
+	}
 	ec := agent.CapabilitiesJSON(caps)
 	creds, err := credentials(ctx, o, &ec, log)
 	if err != nil {
@@ -240,6 +248,7 @@ func runAgent(cmd *cobra.Command, o runOptions, stdout, stderr io.Writer) error 
 		HTTP: scoring.ServerConfig{
 			Keys: s.keys, MaxBodyBytes: s.maxBody, MaxConcurrent: s.maxConc, RequestTimeout: s.timeout, Version: agentVersion(),
 		},
-		ORT: ort.Config{LibraryPath: s.ortLib, IntraOpThreads: s.threads},
+		ORT:  ort.Config{LibraryPath: s.ortLib, IntraOpThreads: s.threads},
+		Open: fpgaOpen(fpgaHost),
 	}, log)
 }

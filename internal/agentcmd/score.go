@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
 	"github.com/atelier-ml/atelier/scoring"
 	"github.com/atelier-ml/atelier/scoring/ort"
 )
@@ -33,6 +34,8 @@ type scoreOptions struct {
 	maxBody      int64
 	maxConc      int
 	timeout      time.Duration
+	backend      string      // "cpu" or "fpga" (score only)
+	fpga         fpgaOptions // with backend fpga, or an FPGA agent
 }
 
 func newScoreCmd(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command {
@@ -45,6 +48,13 @@ func newScoreCmd(stdout, stderr io.Writer, getenv func(string) string) *cobra.Co
 Each --model NAME=PATH loads PATH as version 1 of model NAME. Endpoints:
 /v2/health/{live,ready}, /v2, /v2/models/NAME[/versions/V][/ready|/infer],
 POST /score[/NAME], GET /swagger.json, GET /metrics. See docs/scoring.md.
+
+With --backend fpga the models run on the FPGA card at --fpga unix:PATH
+(see docs/fpga.md): each is compiled to int8 with the samples of
+--fpga-calibration (NAME=FILE for model NAME, or FILE for all), the part the
+card supports runs there and the rest on ONNX Runtime. On a device fault the
+card is reset, reprogrammed and the request retried; if it stays down the
+request fails with 500, or with --fpga-cpu-fallback runs on the CPU.
 
 With --key (or $` + KeysEnv + `, comma-separated) every endpoint except the
 health checks needs "Authorization: Bearer KEY"; give two keys to rotate.
@@ -75,6 +85,8 @@ The first line on stdout is "listening on http://HOST:PORT".`,
 	f.Int64Var(&o.maxBody, "max-body", 32<<20, "request body limit in bytes (413 above)")
 	f.IntVar(&o.maxConc, "max-concurrent", 256, "requests handled at once (503 above)")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline of one inference, queue included (504 after)")
+	f.StringVar(&o.backend, "backend", "cpu", "where models run: cpu (ONNX Runtime) or fpga (the card at --fpga)")
+	addFPGAFlags(f, &o.fpga, false)
 	return cmd
 }
 
@@ -123,6 +135,25 @@ func runScore(cmd *cobra.Command, o scoreOptions, stdout, stderr io.Writer) erro
 	if o.maxDelay < 0 || o.maxBody <= 0 || o.maxConc <= 0 || o.timeout <= 0 {
 		return fmt.Errorf("%w: --max-delay must be >= 0; --max-body, --max-concurrent and --timeout > 0", errUsage)
 	}
+	oc := ort.Config{LibraryPath: o.ortLib, IntraOpThreads: o.threads, InterOpThreads: o.interThreads}
+	open := func(_ context.Context, name, path string) (scoring.Runner, error) { return ort.Open(path, oc, log) }
+	switch o.backend {
+	case "cpu":
+		if o.fpga.target != "" {
+			return fmt.Errorf("%w: --fpga %s needs --backend fpga", errUsage, o.fpga.target)
+		}
+	case "fpga":
+		host, err := openFPGAHost(ctx, o.fpga, oc, log)
+		if err != nil {
+			return err
+		}
+		defer host.Close() // after reg.Close (deferred below) closed the runners
+		open = func(ctx context.Context, name, path string) (scoring.Runner, error) {
+			return host.Open(ctx, &agentv1.DeploymentSpec{Name: name, Model: &agentv1.ModelRef{Name: name, Version: 1}}, path)
+		}
+	default:
+		return fmt.Errorf("%w: --backend %q: want cpu or fpga", errUsage, o.backend)
+	}
 	reg, err := scoring.NewRegistry(scoring.RegistryConfig{Batch: scoring.BatchConfig{
 		MaxBatch: o.maxBatch, MaxDelay: o.maxDelay, QueueSize: o.queue, Workers: o.workers,
 	}}, log)
@@ -136,9 +167,8 @@ func runScore(cmd *cobra.Command, o scoreOptions, stdout, stderr io.Writer) erro
 			log.Error("close models", "err", err)
 		}
 	}()
-	oc := ort.Config{LibraryPath: o.ortLib, IntraOpThreads: o.threads, InterOpThreads: o.interThreads}
 	for _, m := range models {
-		r, err := ort.Open(m[1], oc, log)
+		r, err := open(ctx, m[0], m[1])
 		if err != nil {
 			return fmt.Errorf("model %q: %w", m[0], err)
 		}
