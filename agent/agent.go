@@ -66,6 +66,10 @@ type Config struct {
 	// Stats, if set, gives the scoring totals that telemetry and guard
 	// rules are computed from (the edge daemon passes its registry's).
 	Stats StatsFunc
+	// Devices, if set, gives accelerator figures for telemetry (an FPGA
+	// agent passes its fpgahost.Host); otherwise the Server's, if it is a
+	// DeviceReporter.
+	Devices DeviceReporter
 	// TelemetryInterval is how often a telemetry batch is made (default
 	// 10s, at least 1s); TelemetryAckTimeout how long an upload waits for
 	// the hub's ack before it is sent again (default 15s);

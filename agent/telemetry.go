@@ -73,7 +73,11 @@ func newTelemetryLoop(a *Agent) (*telemetryLoop, error) {
 		CacheDir: filepath.Join(a.cfg.DataDir, "models"),
 		Digest:   a.servingDigest,
 	}
-	if dr, ok := a.srv.(DeviceReporter); ok {
+	dr, ok := a.cfg.Devices, a.cfg.Devices != nil
+	if !ok {
+		dr, ok = a.srv.(DeviceReporter)
+	}
+	if ok {
 		cfg.Devices = func() map[string]telemetry.DeviceStats {
 			out := map[string]telemetry.DeviceStats{}
 			for k, v := range dr.DeviceStats() {

@@ -391,3 +391,26 @@ func TestTelemetryConfigValidation(t *testing.T) {
 		t.Fatal("negative SpoolMaxBytes accepted")
 	}
 }
+
+// devices is a DeviceReporter with fixed totals (an FPGA host's figures).
+type devices map[string]DeviceStats
+
+func (d devices) DeviceStats() map[string]DeviceStats { return d }
+
+func TestTelemetryReportsConfigDevices(t *testing.T) {
+	b := testhub.StartBroker(t)
+	h := newTelHub(t, b.URL, "edge-1")
+	s := newScorer(t)
+	cfg := telConfig(t, b.URL, t.TempDir(), s)
+	cfg.Devices = devices{"dep": {Backend: "cpu-fallback", Faults: 1, Fallbacks: 4}}
+	a, _ := startAgent(t, cfg, newRecorder())
+	s.score(t, 4)
+	flush(t, a)
+	h.waitSeqs(1)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ds := h.batches[1].Deployments
+	if len(ds) != 1 || ds[0].Backend != "cpu-fallback" || ds[0].DeviceFaults != 1 || ds[0].CpuFallbacks != 4 || ds[0].Requests["ok"] != 4 {
+		t.Fatalf("batch deployments %v, want dep with 4 ok, backend cpu-fallback, 1 fault, 4 fallbacks", ds)
+	}
+}
