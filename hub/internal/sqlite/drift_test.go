@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -215,5 +217,41 @@ func TestDriftBaselineAndState(t *testing.T) {
 	}
 	if m, _ := st.DriftingDeployments(ctx); len(m) != 0 {
 		t.Errorf("DriftingDeployments = %v, want none", m)
+	}
+}
+
+// BenchmarkIngestFeatures ingests one agent's batch of one deployment with
+// 64 feature summaries (the sample model's pixels), each new batch merged
+// into the same minute's rows after the first.
+func BenchmarkIngestFeatures(b *testing.B) {
+	st, err := Open(context.Background(), Config{Path: filepath.Join(b.TempDir(), "hub.db")}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	st.now = func() time.Time { return telemetryT0.Add(48 * time.Hour) }
+	feats := make([]*agentv1.FeatureSummary, 64)
+	for i := range feats {
+		vals := make([]float64, 32)
+		for j := range vals {
+			vals[j] = float64((i*7 + j*3) % 17)
+		}
+		feats[i] = tfeature("pixels", uint32(i), vals...)
+	}
+	for _, n := range []int{0, 64} {
+		b.Run(fmt.Sprintf("features=%d", n), func(b *testing.B) { benchIngest(b, st, feats[:n]) })
+	}
+}
+
+func benchIngest(b *testing.B, st *Store, feats []*agentv1.FeatureSummary) {
+	seq := uint64(len(feats)) << 32
+	for b.Loop() {
+		seq++
+		d := tdep("d", 1, 32, 0, 0)
+		d.Features = feats
+		if _, err := st.IngestTelemetry(context.Background(), []hub.TelemetryUpload{{Agent: "a",
+			Batches: []*agentv1.TelemetryBatch{tbatch(seq, telemetryT0.Add(time.Duration(seq%6)*time.Second), d)}}}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
