@@ -7,21 +7,25 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/atelier-ml/atelier/agent"
 	"github.com/atelier-ml/atelier/hub"
 	"github.com/atelier-ml/atelier/hub/internal/fleet"
 	"github.com/atelier-ml/atelier/hub/internal/sqlite"
 	"github.com/atelier-ml/atelier/internal/onnx/onnxtest"
 	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
 	"github.com/atelier-ml/atelier/proto/agent/v1/topics"
+	"github.com/atelier-ml/atelier/scoring"
 )
 
 // telemetryBatch is seq's batch: 10 ok and 2 error requests of deployment
@@ -407,5 +411,137 @@ func BenchmarkIngester1000Agents(b *testing.B) {
 	b.ReportMetric(float64(c.Commits)/float64(b.N), "commits/op")
 	if c.Stored != uint64(agents*b.N) {
 		b.Fatalf("stored %d, want %d", c.Stored, agents*b.N)
+	}
+}
+
+// fakeScoring is the scoring totals a real agent reports: deployment
+// fraud, version 1, ok requests set by the test.
+type fakeScoring struct {
+	mu sync.Mutex
+	ok uint64
+}
+
+func (f *fakeScoring) set(n uint64) {
+	f.mu.Lock()
+	f.ok = n
+	f.mu.Unlock()
+}
+
+func (f *fakeScoring) stats() []scoring.VersionStats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return []scoring.VersionStats{{ID: 1, Model: "fraud", Version: "1", Requests: map[string]uint64{"ok": f.ok}}}
+}
+
+// runHub runs a hub on cfg until the returned stop is called.
+func runHub(t *testing.T, cfg Config) (*Server, func()) {
+	t.Helper()
+	s, err := New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("Run: %v", err)
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return s, stop
+}
+
+// TestRealAgentTelemetryThroughHubRestart: the real agent package reports
+// its scoring totals; the hub counts them exactly. The hub stops, requests
+// are scored while it is down (the agent spools), the hub comes back on
+// the same addresses and data: it ends with exactly every request, and
+// further batches do not count anything twice.
+func TestRealAgentTelemetryThroughHubRestart(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Data = t.TempDir()
+	cfg.HTTP, cfg.MQTT, cfg.NATS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.ShutdownTimeout = 5 * time.Second
+	s, stopHub := runHub(t, cfg)
+	addrs := s.Addrs()
+	base := "http://" + addrs.HTTP
+	call(t, "POST", base+"/api/v1/workspaces", map[string]string{"name": "w"}, nil, 201)
+	call(t, "POST", base+"/api/v1/workspaces/w/models/clf/versions", onnxtest.MLP(4, []int{8}, 3, 1), nil, 201)
+	// Targeting no agent: the agent reports scoring totals, not what it loaded.
+	call(t, "POST", base+"/api/v1/workspaces/w/deployments", hub.DeploymentCreate{Name: "fraud", Model: "clf:1", Selector: map[string]string{"zone": "none"}}, nil, 201)
+	en := enrollTestAgent(t, base, "edge-1")
+
+	sc := &fakeScoring{} // 0 when the agent starts: its baseline
+	ag, err := agent.New(agent.Config{ID: en.AgentID, DataDir: t.TempDir(), Broker: en.MQTTURL, Username: en.AgentID, Password: en.Secret,
+		Endpoint: "http://127.0.0.1:8000", Capabilities: &agentv1.Capabilities{Kind: "edge"}, Heartbeat: time.Second,
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, RetryInterval: time.Second,
+		Stats: sc.stats, TelemetryInterval: time.Second, TelemetryAckTimeout: 2 * time.Second,
+	}, &loadRecorder{serving: map[string]string{}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, stopAgent := context.WithCancel(context.Background())
+	agentDone := make(chan error, 1)
+	go func() { agentDone <- ag.Run(actx) }()
+	t.Cleanup(func() { stopAgent(); <-agentDone })
+	sc.set(100)
+
+	metricsURL := base + "/api/v1/workspaces/w/deployments/fraud/metrics?since=1h"
+	waitRequests := func(want uint64) hub.DeploymentMetrics {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			var m hub.DeploymentMetrics
+			call(t, "GET", metricsURL, nil, &m, 200)
+			if m.Total.Requests == want {
+				return m
+			}
+			if m.Total.Requests > want {
+				t.Fatalf("hub counts %d requests, more than the %d scored", m.Total.Requests, want)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("hub counts %d requests, want %d", m.Total.Requests, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitRequests(100)
+
+	// The hub goes away; 150 more requests are scored meanwhile.
+	stopHub()
+	sc.set(250)
+	time.Sleep(2500 * time.Millisecond) // let the agent spool a few batches while the hub is down
+	cfg.HTTP, cfg.MQTT, cfg.NATS = addrs.HTTP, addrs.MQTT, addrs.NATS
+	runHub(t, cfg)
+	m := waitRequests(250)
+	if len(m.Agents) != 1 || m.Agents[0].Agent != en.AgentID || m.Agents[0].ByOutcome["ok"] != 250 {
+		t.Errorf("agents %+v", m.Agents)
+	}
+	// Later batches (deltas of zero) change nothing.
+	var am hub.AgentMetrics
+	call(t, "GET", base+"/api/v1/agents/"+en.AgentID+"/metrics", nil, &am, 200)
+	before := am.Batches
+	deadline := time.Now().Add(60 * time.Second)
+	for am.Batches < before+3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent batches stuck at %d", am.Batches)
+		}
+		time.Sleep(200 * time.Millisecond)
+		call(t, "GET", base+"/api/v1/agents/"+en.AgentID+"/metrics", nil, &am, 200)
+	}
+	waitRequests(250)
+	text := scrape(t, base+"/metrics")
+	if !strings.Contains(text, "\n"+`atelier_deployment_requests_total{deployment="fraud",outcome="ok"} 250`+"\n") {
+		t.Errorf("/metrics lacks fraud ok 250:\n%s", text)
 	}
 }
