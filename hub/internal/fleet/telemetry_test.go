@@ -184,3 +184,33 @@ func TestAckTelemetryInvalidAgent(t *testing.T) {
 		t.Fatalf("ack %v", a)
 	}
 }
+
+// FuzzTelemetryUpload: any payload on the telemetry topic either fails to
+// decode or yields an upload whose check never panics, whose last seq is
+// its highest, and which is accepted only with strictly increasing
+// sequence numbers from 1.
+func FuzzTelemetryUpload(f *testing.F) {
+	for _, u := range []*agentv1.TelemetryUpload{upload(1, 2, 3), upload(7, 5), upload(0), upload()} {
+		b, _ := proto.Marshal(u)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var u agentv1.TelemetryUpload
+		if proto.Unmarshal(b, &u) != nil {
+			return
+		}
+		last, refusal := checkUpload(&u)
+		var prev uint64
+		increasing := true
+		for _, bt := range u.GetBatches() {
+			if bt.GetSeq() > last {
+				t.Fatalf("seq %d above last %d", bt.GetSeq(), last)
+			}
+			increasing = increasing && bt.GetSeq() > prev
+			prev = bt.GetSeq()
+		}
+		if (refusal == "") != increasing {
+			t.Fatalf("refusal %q for seqs increasing=%v", refusal, increasing)
+		}
+	})
+}
