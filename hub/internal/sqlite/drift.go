@@ -205,8 +205,8 @@ func (s *Store) ingestFeaturesTx(ctx context.Context, tx *sql.Tx, agentID string
 		}
 		if len(order) > 0 && get == nil {
 			var err error
-			if get, err = tx.PrepareContext(ctx, `SELECT count, mean, m2, min, max, nan_count, sketch FROM drift_features
-				WHERE deployment = ? AND version = ? AND minute = ? AND input = ? AND idx = ?`); err != nil {
+			if get, err = tx.PrepareContext(ctx, `SELECT input, idx, count, mean, m2, min, max, nan_count, sketch FROM drift_features
+				WHERE deployment = ? AND version = ? AND minute = ?`); err != nil {
 				return err
 			}
 			if put, err = tx.PrepareContext(ctx, `INSERT OR REPLACE INTO drift_features
@@ -215,14 +215,20 @@ func (s *Store) ingestFeaturesTx(ctx context.Context, tx *sql.Tx, agentID string
 				return err
 			}
 		}
+		if len(order) == 0 {
+			if err := s.captureTx(ctx, tx, agentID, b, d); err != nil {
+				return err
+			}
+			continue
+		}
+		// One read of the minute's stored rows, then one write per feature.
+		stored, err := minuteRows(ctx, get, d.GetName(), int64(d.GetModelVersion()), minute, merged)
+		if err != nil {
+			return fmt.Errorf("read features of %q: %w", d.GetName(), err)
+		}
 		for _, k := range order {
 			agg := merged[k]
-			old, err := scanAgg(get.QueryRowContext(ctx, d.GetName(), int64(d.GetModelVersion()), minute, k.input, k.idx))
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-			case err != nil:
-				return fmt.Errorf("read features of %q: %w", d.GetName(), err)
-			default:
+			if old := stored[k]; old != nil {
 				old.add(agg)
 				agg = old
 			}
@@ -270,26 +276,37 @@ func (s *Store) captureTx(ctx context.Context, tx *sql.Tx, agentID string, b *ag
 	return nil
 }
 
-type rowScanner interface{ Scan(dest ...any) error }
-
-func scanAgg(r rowScanner) (*featureAgg, error) {
-	var a featureAgg
-	var count, nan int64
-	var blob []byte
-	if err := r.Scan(&count, &a.mean, &a.m2, &a.min, &a.max, &nan, &blob); err != nil {
+// minuteRows reads the stored rows of one (deployment, version, minute)
+// whose feature is in want.
+func minuteRows(ctx context.Context, get *sql.Stmt, name string, version, minute int64, want map[featureKey]*featureAgg) (map[featureKey]*featureAgg, error) {
+	rows, err := get.QueryContext(ctx, name, version, minute)
+	if err != nil {
 		return nil, err
 	}
-	a.count, a.nan = uint64(count), uint64(nan)
-	var p agentv1.Sketch
-	if err := proto.Unmarshal(blob, &p); err != nil {
-		return nil, fmt.Errorf("stored sketch: %w", err)
+	defer rows.Close()
+	out := map[featureKey]*featureAgg{}
+	for rows.Next() {
+		var k featureKey
+		var a featureAgg
+		var count, nan int64
+		var blob []byte
+		if err := rows.Scan(&k.input, &k.idx, &count, &a.mean, &a.m2, &a.min, &a.max, &nan, &blob); err != nil {
+			return nil, err
+		}
+		if want[k] == nil {
+			continue
+		}
+		a.count, a.nan = uint64(count), uint64(nan)
+		var p agentv1.Sketch
+		if err := proto.Unmarshal(blob, &p); err != nil {
+			return nil, fmt.Errorf("stored sketch of %s[%d]: %w", k.input, k.idx, err)
+		}
+		if a.sk, err = sketch.FromProto(&p); err != nil {
+			return nil, fmt.Errorf("stored sketch of %s[%d]: %w", k.input, k.idx, err)
+		}
+		out[k] = &a
 	}
-	sk, err := sketch.FromProto(&p)
-	if err != nil {
-		return nil, fmt.Errorf("stored sketch: %w", err)
-	}
-	a.sk = sk
-	return &a, nil
+	return out, rows.Err()
 }
 
 // FeatureWindow implements hub.DriftStore.
