@@ -20,7 +20,7 @@ const (
 	DefaultTelemetryAckTimeout  = 15 * time.Second
 	DefaultTelemetryUploadBytes = 512 << 10
 	// maxUploadBatches bounds the batches of one upload.
-	maxUploadBatches = 64
+	maxUploadBatches = 128
 	// maxAckWait caps the ack timeout as it doubles after uploads that got
 	// no ack.
 	maxAckWait = 5 * time.Minute
@@ -362,6 +362,9 @@ func (t *telemetryLoop) upload(sp *spool.Spool, recs []spool.Record) (up *agentv
 	up = &agentv1.TelemetryUpload{}
 	size := 0
 	for i, r := range recs {
+		if i > 0 && size+len(r.Payload)+16 > t.a.cfg.TelemetryUploadBytes {
+			break // the upload is full; do not decode what will not go
+		}
 		b := &agentv1.TelemetryBatch{}
 		if err := proto.Unmarshal(r.Payload, b); err != nil {
 			if i == 0 {

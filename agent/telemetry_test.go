@@ -327,7 +327,7 @@ func TestTelemetryRefusedUploadCountsDropped(t *testing.T) {
 	// A hub that refuses every upload.
 	var mu sync.Mutex
 	var got []*agentv1.TelemetryBatch
-	uploads := 0
+	uploads, refused := 0, 0
 	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL).SetClientID("refuser").
 		SetUsername(testhub.Username).SetPassword(testhub.Password).SetProtocolVersion(4))
 	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -344,6 +344,9 @@ func TestTelemetryRefusedUploadCountsDropped(t *testing.T) {
 		got = append(got, u.Batches...)
 		uploads++
 		refuse := uploads == 1
+		if refuse {
+			refused = len(u.Batches)
+		}
 		mu.Unlock()
 		last := u.Batches[len(u.Batches)-1].Seq
 		msg := &agentv1.TelemetryAck{ThroughSeq: last}
@@ -367,8 +370,11 @@ func TestTelemetryRefusedUploadCountsDropped(t *testing.T) {
 		}
 		mu.Unlock()
 		if last != nil && last.DroppedBatches > 0 {
-			if last.DroppedBatches != uint64(got[0].Seq) && last.DroppedBatches > 2 {
-				t.Fatalf("dropped_batches %d, want the refused upload's batches", last.DroppedBatches)
+			mu.Lock()
+			want := uint64(refused)
+			mu.Unlock()
+			if last.DroppedBatches != want {
+				t.Fatalf("dropped_batches %d, want %d (the refused upload's batches)", last.DroppedBatches, want)
 			}
 			return
 		}
