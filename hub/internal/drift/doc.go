@@ -27,7 +27,8 @@
 // training run's hub.BaselineArtifact (baseline.csv, parsed by
 // ParseBaselineCSV) when the version was registered from a run that saved
 // one, otherwise from the first BaselineWindow (1h) of telemetry after the
-// version first reported features, once that hour is over. Until then the
+// version first reported features, once that hour is over (extended until
+// a feature counted MinCount values when the hour had less). Until then the
 // report's status is pending_baseline. Run evaluates every deployment
 // every Interval (1m) over the last Window (1h), records the drifting flag
 // when a deployment was judged, and records drift_detected and

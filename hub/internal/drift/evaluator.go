@@ -267,7 +267,8 @@ func (e *Evaluator) Report(ctx context.Context, d hub.Deployment, since, until t
 // Baseline returns d's baseline, making and storing it when it can: from
 // the training run's BaselineArtifact when d's model version was
 // registered from a run that has one, otherwise from the first
-// BaselineWindow of telemetry once that window is over. ok is false while
+// BaselineWindow of telemetry once that window is over, extended (through
+// the last whole minute) until some feature counted MinCount values. ok is false while
 // no baseline can be made yet. A baseline artifact that cannot be read is
 // logged and the telemetry baseline is used instead.
 func (e *Evaluator) Baseline(ctx context.Context, d hub.Deployment) (b hub.DriftBaseline, ok bool, err error) {
@@ -296,9 +297,25 @@ func (e *Evaluator) Baseline(ctx context.Context, d hub.Deployment) (b hub.Drift
 	if err != nil {
 		return b, false, err
 	}
+	if maxCount(fs) < e.cfg.Drift.MinCount {
+		// Too little traffic to judge anything against: extend the window
+		// through the last whole minute until it holds MinCount values.
+		end = e.now().Truncate(time.Minute)
+		if fs, err = e.store.FeatureWindow(ctx, d.Name, d.Version, first, end); err != nil || maxCount(fs) < e.cfg.Drift.MinCount {
+			return b, false, err
+		}
+	}
 	b, err = e.store.SetDriftBaseline(ctx, hub.DriftBaseline{Deployment: d.Name, Version: d.Version,
 		Source: hub.BaselineFromTelemetry, Since: first, Until: end, Features: fs})
 	return b, err == nil, err
+}
+
+func maxCount(fs []hub.FeatureStats) uint64 {
+	var n uint64
+	for _, f := range fs {
+		n = max(n, f.Count)
+	}
+	return n
 }
 
 // runBaseline reads the baseline artifact of d's training run; src is

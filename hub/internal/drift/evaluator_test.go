@@ -189,6 +189,32 @@ func TestShiftFlipsDrifting(t *testing.T) {
 	}
 }
 
+func TestQuietFirstHourExtendsBaseline(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	d := e.deploy(t, "q", "")
+	ev, err := NewEvaluator(EvaluatorConfig{Drift: Config{MinCount: 2000}}, e.st, e.blobs, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Add(-5 * time.Hour).Truncate(time.Minute)
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+	e.send(t, d, at(0), 0) // 1000 values in the first hour, under MinCount
+	ev.now = func() time.Time { return at(65) }
+	if _, ok, err := ev.Baseline(ctx, d); ok || err != nil {
+		t.Fatalf("baseline made from 1000 values (ok %v, err %v); want it to wait for 2000", ok, err)
+	}
+	e.send(t, d, at(66), 0)
+	ev.now = func() time.Time { return at(70).Add(30 * time.Second) }
+	b, ok, err := ev.Baseline(ctx, d)
+	if err != nil || !ok {
+		t.Fatalf("baseline: ok %v, err %v", ok, err)
+	}
+	if !b.Until.Equal(at(70)) || b.Features[0].Count != 2000 {
+		t.Errorf("baseline until %v with %d values; want the window extended to %v with 2000", b.Until, b.Features[0].Count, at(70))
+	}
+}
+
 func TestBaselineFromRun(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
