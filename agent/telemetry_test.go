@@ -420,3 +420,41 @@ func TestTelemetryReportsConfigDevices(t *testing.T) {
 		t.Fatalf("batch deployments %v, want dep with 4 ok, backend cpu-fallback, 1 fault, 4 fallbacks", ds)
 	}
 }
+
+func TestTelemetrySpoolLimitDropsOldestAndCounts(t *testing.T) {
+	b := testhub.StartBroker(t)
+	h := newTelHub(t, b.URL, "edge-1")
+	s := newScorer(t)
+	cfg := telConfig(t, b.URL, t.TempDir(), s)
+	cfg.SpoolMaxBytes = 2048 // a few batches
+	b.Stop()
+	a, _ := startAgent(t, cfg, newRecorder())
+	const made = 40
+	for range made {
+		flush(t, a)
+	}
+	b.Restart()
+	flush(t, a) // seq made+1 reports the final drop count
+	deadline := time.After(guard)
+	for {
+		h.mu.Lock()
+		last := h.batches[made+1]
+		order := slices.Clone(h.order)
+		h.mu.Unlock()
+		if last != nil {
+			if !slices.IsSorted(order) || order[len(order)-1] != made+1 {
+				t.Fatalf("batches arrived as %v, want increasing seqs ending at %d", order, made+1)
+			}
+			missing := uint64(made + 1 - len(order))
+			if missing == 0 || last.DroppedBatches != missing {
+				t.Fatalf("%d of %d batches arrived and the last reports %d dropped; want some dropped, all counted", len(order), made+1, last.DroppedBatches)
+			}
+			return
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("batch %d never arrived (have %v)", made+1, order)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
