@@ -458,3 +458,23 @@ func TestTelemetrySpoolLimitDropsOldestAndCounts(t *testing.T) {
 		}
 	}
 }
+
+func TestTelemetryCarriesQueuedEvents(t *testing.T) {
+	b := testhub.StartBroker(t)
+	h := newTelHub(t, b.URL, "edge-1")
+	s := newScorer(t)
+	a, _ := startAgent(t, telConfig(t, b.URL, t.TempDir(), s), newRecorder())
+	a.event(&agentv1.AgentEvent{Kind: "device_fault", Deployment: "dep", Message: "card 0 timed out"})
+	flush(t, a)
+	flush(t, a)
+	h.waitSeqs(2)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ev := h.batches[1].Events
+	if len(ev) != 1 || ev[0].Kind != "device_fault" || ev[0].Deployment != "dep" || ev[0].TimeUnixNano == 0 {
+		t.Fatalf("batch 1 events %v, want the queued device_fault with its time", ev)
+	}
+	if len(h.batches[2].Events) != 0 {
+		t.Fatalf("batch 2 repeats events %v, want none", h.batches[2].Events)
+	}
+}
