@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/atelier-ml/atelier/agent"
 	"github.com/atelier-ml/atelier/agent/fpgahost"
 	"github.com/atelier-ml/atelier/fpga"
 	"github.com/atelier-ml/atelier/fpga/compiler"
@@ -319,4 +320,12 @@ func fpgaOpen(host *fpgahost.Host) func(context.Context, *agentv1.DeploymentSpec
 		return nil
 	}
 	return host.Open
+}
+
+// fpgaDevices is agent.Config.Devices for host (nil without a card).
+func fpgaDevices(host *fpgahost.Host) agent.DeviceReporter {
+	if host == nil {
+		return nil
+	}
+	return host
 }

@@ -243,6 +243,7 @@ func runAgent(cmd *cobra.Command, o runOptions, stdout, stderr io.Writer) error 
 			ID: creds.AgentID, DataDir: o.dataDir, Broker: creds.MQTTURL,
 			Username: creds.AgentID, Password: creds.Secret, Endpoint: endpoint, Capabilities: caps,
 			TelemetryInterval: o.telemetry.interval, SpoolMaxBytes: int64(o.telemetry.spoolMiB) << 20, SpoolMaxAge: o.telemetry.spoolAge,
+			Devices: fpgaDevices(fpgaHost),
 		},
 		Registry: scoring.RegistryConfig{Batch: scoring.BatchConfig{MaxBatch: s.maxBatch, QueueSize: s.queue}},
 		HTTP: scoring.ServerConfig{

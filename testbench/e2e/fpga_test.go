@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -317,4 +318,39 @@ func fpgaCompare(t *testing.T, got, want map[string][]float64) (agreement, maxEr
 			maxErr, fpgaProbTol, agreement, fpgaMinAgreement)
 	}
 	return agreement, maxErr
+}
+
+// TestFPGAFlagErrors checks that the FPGA flags of the real binary fail
+// with usage errors (exit 2) that say what is missing or wrong.
+func TestFPGAFlagErrors(t *testing.T) {
+	_, agentBin := buildBinaries(t, repoRoot(t))
+	dir := t.TempDir()
+	model := filepath.Join(dir, "model.onnx")
+	if err := os.WriteFile(model, []byte("not read before the flags are checked"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "card.sock")
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"fpga backend without a card", []string{"score", "--backend", "fpga", "--model", "m=" + model}, "--fpga unix:PATH is required"},
+		{"card without the fpga backend", []string{"score", "--fpga", "unix:" + sock, "--model", "m=" + model}, "needs --backend fpga"},
+		{"unknown backend", []string{"score", "--backend", "gpu", "--model", "m=" + model}, `--backend "gpu": want cpu or fpga`},
+		{"no calibration", []string{"score", "--backend", "fpga", "--fpga", "unix:" + sock, "--model", "m=" + model}, "needs calibration samples"},
+		{"calibration file missing", []string{"score", "--backend", "fpga", "--fpga", "unix:" + sock, "--fpga-calibration", "m=" + filepath.Join(dir, "none.csv"),
+			"--model", "m=" + model}, "none.csv"},
+		{"calibration twice", []string{"score", "--backend", "fpga", "--fpga", "unix:" + sock, "--fpga-calibration", model, "--fpga-calibration", model,
+			"--model", "m=" + model}, "the default file given twice"},
+		{"fpga flags without --fpga", []string{"run", "--data", filepath.Join(dir, "agent"), "--fpga-cpu-fallback"}, "need --fpga unix:PATH"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := exec.Command(agentBin, c.args...).CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), c.want) {
+				t.Fatalf("atelier-agent %s: %v, want exit 2 and %q in:\n%s", strings.Join(c.args, " "), err, c.want, out)
+			}
+		})
+	}
 }
