@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/atelier-ml/atelier/agent"
 	"github.com/atelier-ml/atelier/fpga"
@@ -227,7 +228,7 @@ func (h *Host) Open(ctx context.Context, spec *agentv1.DeploymentSpec, path stri
 // deployment opened since Open (a deployment unloaded keeps its last
 // totals). Faults counts device faults: each reset-and-retry of the
 // backend, and each attempt that failed on an unreachable card or with an
-// error a reset does not cure.
+// error a reset does not cure. It does not wait for runs on the card.
 func (h *Host) DeviceStats() map[string]agent.DeviceStats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -257,6 +258,10 @@ type Runner struct {
 	be      *backend.Runner
 	gen     uint64 // incremented by every reopen
 	retired uint64 // backend retries of backends replaced by reopen
+
+	// seen is retired plus the current backend's retries after the last
+	// run, so DeviceStats never waits for a run on the card.
+	seen atomic.Uint64
 }
 
 var _ scoring.Runner = (*Runner)(nil)
@@ -275,6 +280,7 @@ func (r *Runner) run(ctx context.Context, inputs []scoring.Tensor) ([]scoring.Te
 		return nil, r.gen, errClosed
 	}
 	out, err := r.be.Run(ctx, inputs)
+	r.seen.Store(r.retired + r.be.Stats().Retries)
 	return out, r.gen, err
 }
 
@@ -291,6 +297,7 @@ func (r *Runner) reopen(ctx context.Context, gen uint64) error {
 	r.gen++
 	if r.be != nil {
 		r.retired += r.be.Stats().Retries
+		r.seen.Store(r.retired)
 		if err := r.be.Close(); err != nil {
 			r.h.log.Debug("fpga: closing the backend of a lost card", "deployment", r.name, "err", err)
 		}
@@ -304,17 +311,9 @@ func (r *Runner) reopen(ctx context.Context, gen uint64) error {
 	return nil
 }
 
-// retries is the backend's reset-and-retry count, replaced backends
-// included.
-func (r *Runner) retries() uint64 {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	n := r.retired
-	if r.be != nil {
-		n += r.be.Stats().Retries
-	}
-	return n
-}
+// retries is the backend's reset-and-retry count as of the last run,
+// replaced backends included. It does not block.
+func (r *Runner) retries() uint64 { return r.seen.Load() }
 
 // Run scores on the card. On a fault the backend resets the card,
 // reprograms it and retries once; when the connection to the card is lost

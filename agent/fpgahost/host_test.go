@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/atelier-ml/atelier/agent"
@@ -106,6 +107,7 @@ func openHost(t *testing.T, target, calib string) *fpgahost.Host {
 }
 
 // check runs 5 rows through r and compares with the exact float model.
+// It does not stop the test: goroutines call it.
 func check(t *testing.T, r scoring.Runner) error {
 	t.Helper()
 	x := rows(7, 5)
@@ -116,11 +118,11 @@ func check(t *testing.T, r scoring.Runner) error {
 	want := onnxtest.MLPOutput(in, hidden, out, 3, x)
 	got := res[0].Data.([]float32)
 	if len(got) != len(want) {
-		t.Fatalf("%d outputs, want %d", len(got), len(want))
+		return fmt.Errorf("%d outputs, want %d", len(got), len(want))
 	}
 	for i := range want {
 		if math.Abs(float64(got[i]-want[i])) > tol {
-			t.Fatalf("output %d = %g, want %g ± %g", i, got[i], want[i], tol)
+			return fmt.Errorf("output %d = %g, want %g ± %g", i, got[i], want[i], tol)
 		}
 	}
 	return nil
@@ -312,5 +314,63 @@ func TestCardRestart(t *testing.T) {
 	stop = serve()
 	if err := check(t, r); err != nil {
 		t.Fatalf("request once the card is back: %v", err)
+	}
+}
+
+// TestConcurrentRunsAcrossRestart scores from several goroutines while the
+// card restarts: every request either succeeds within tolerance or fails
+// with ErrDeviceDown, and once the card is back every request succeeds.
+func TestConcurrentRunsAcrossRestart(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "fpga.sock")
+	serve := func() (stop func()) {
+		dev, err := emu.NewDevice(emu.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- emu.ServeDevice(ctx, l, dev, quiet()) }()
+		return func() { cancel(); <-done }
+	}
+	stop := serve()
+	model, calib := files(t)
+	h := openHost(t, "unix:"+sock, calib)
+	r, err := h.Open(context.Background(), spec("d", false), model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	errs := make(chan error, 64)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				if err := check(t, r); err != nil && !errors.Is(err, fpgahost.ErrDeviceDown) {
+					errs <- fmt.Errorf("goroutine %d: %w", g, err)
+				}
+			}
+		}()
+	}
+	stop()
+	stop = serve()
+	defer func() { stop() }()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for range 3 {
+		if err := check(t, r); err != nil {
+			t.Fatalf("after the restart: %v", err)
+		}
+	}
+	if st := h.DeviceStats()["d"]; st.Backend != fpgahost.BackendFPGA {
+		t.Fatalf("DeviceStats = %+v, want backend fpga", st)
 	}
 }
