@@ -46,9 +46,13 @@ type telemetryAcker interface {
 	AckTelemetry(ctx context.Context, acks ...fleet.TelemetryAck) error
 }
 
-// ingestBuckets are the upper bounds, in seconds, of the ingest duration
-// histogram.
-var ingestBuckets = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+// ingestBuckets is the number of finite buckets of the ingest duration
+// histogram; ingestBound(i) is the upper bound of bucket i, in seconds.
+const ingestBuckets = 11
+
+func ingestBound(i int) float64 {
+	return [ingestBuckets]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}[i]
+}
 
 // pendingUpload is one upload waiting to be stored.
 type pendingUpload struct {
@@ -67,7 +71,7 @@ type ingester struct {
 	uploads, stored, duplicates, rejected, failures, commits atomic.Uint64
 
 	mu       sync.Mutex // guards the histogram
-	buckets  [len(ingestBuckets) + 1]uint64
+	buckets  [ingestBuckets + 1]uint64
 	durCount uint64
 	durSum   float64
 }
@@ -181,7 +185,7 @@ func (g *ingester) observe(d time.Duration) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	i := 0
-	for i < len(ingestBuckets) && s > ingestBuckets[i] {
+	for i < ingestBuckets && s > ingestBound(i) {
 		i++
 	}
 	g.buckets[i]++
@@ -239,11 +243,11 @@ func (m telemetryMetrics) WritePrometheus(w io.Writer) error {
 	const h = "atelier_telemetry_ingest_duration_seconds"
 	bw.printf("# HELP %s Duration of one telemetry group commit (store transaction).\n# TYPE %s histogram\n", h, h)
 	var cum uint64
-	for i, le := range ingestBuckets {
+	for i := range ingestBuckets {
 		cum += buckets[i]
-		bw.printf("%s_bucket{le=\"%s\"} %d\n", h, strconv.FormatFloat(le, 'g', -1, 64), cum)
+		bw.printf("%s_bucket{le=\"%s\"} %d\n", h, strconv.FormatFloat(ingestBound(i), 'g', -1, 64), cum)
 	}
-	cum += buckets[len(ingestBuckets)]
+	cum += buckets[ingestBuckets]
 	bw.printf("%s_bucket{le=\"+Inf\"} %d\n%s_sum %s\n%s_count %d\n", h, cum, h, strconv.FormatFloat(sum, 'g', -1, 64), h, count)
 	return bw.err
 }
