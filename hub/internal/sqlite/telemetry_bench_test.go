@@ -65,7 +65,7 @@ func BenchmarkIngestTelemetry(b *testing.B) {
 }
 
 // BenchmarkTelemetryRawInsert is the limit IngestTelemetry is compared to:
-// the same rows (dedup record, agent row, 3 deployment rows with a
+// the same rows (a dedup row, agent row, 3 deployment rows with a
 // pre-encoded data blob per batch) inserted with prepared statements, one
 // transaction per 1,000 batches, without validation, dedup checks,
 // encoding or totals.
@@ -98,7 +98,7 @@ func BenchmarkTelemetryRawInsert(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		seen, _ := tx.Prepare("INSERT INTO telemetry_seen (agent, seq, received_at) VALUES (?, ?, ?)")
+		seen, _ := tx.Prepare("INSERT INTO telemetry_seen (agent, lo, hi, received_at) VALUES (?, ?, ?, ?)")
 		agentRaw, _ := tx.Prepare(`INSERT INTO telemetry_agent_raw (agent, start_ns, seq, end_ns, dur_ns, cpu_seconds,
 			host_cpu_seconds, fig_end_ns, rss, mem_total, mem_available, disk_total, disk_free, uptime, cache, spool, dropped)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
@@ -109,7 +109,7 @@ func BenchmarkTelemetryRawInsert(b *testing.B) {
 		start := telemetryT0.Add(time.Duration(i) * time.Second).UnixNano()
 		for a, u := range uploads {
 			seq := int64(i + 1)
-			if _, err := seen.Exec(u.Agent, seq, start); err != nil {
+			if _, err := seen.Exec(u.Agent, seq, seq, start); err != nil {
 				b.Fatal(err)
 			}
 			if _, err := agentRaw.Exec(u.Agent, start, seq, start+1e9, 1e9, 0.5, 0.25, start+1e9, 1000, 0, 0, 1<<30, 1<<29, 10, 0, 0, 0); err != nil {

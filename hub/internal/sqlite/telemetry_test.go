@@ -691,3 +691,60 @@ func telemetryKillChild(path string) {
 		fmt.Println(i)
 	}
 }
+
+// TestTelemetryDedupRuns checks the dedup record with gaps and seqs out of
+// order: runs of consecutive seqs, each batch stored once.
+func TestTelemetryDedupRuns(t *testing.T) {
+	ctx := context.Background()
+	st, _ := openTelemetry(t)
+	send := func(seqs ...int) hub.TelemetryIngest {
+		t.Helper()
+		var bs []*agentv1.TelemetryBatch
+		for _, s := range seqs {
+			bs = append(bs, tbatch(uint64(s), telemetryT0.Add(time.Duration(s)*time.Second), tdep("d", 1, 1, 0, s)))
+		}
+		return ingest(t, st, hub.TelemetryUpload{Agent: "a", Batches: bs})
+	}
+	runs := func() string {
+		t.Helper()
+		rows, err := st.DB().Query("SELECT lo, hi FROM telemetry_seen WHERE agent = 'a' ORDER BY lo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var lo, hi int
+			if err := rows.Scan(&lo, &hi); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprintf("%d-%d", lo, hi))
+		}
+		return strings.Join(out, " ")
+	}
+	send(1, 2, 3, 4, 5)
+	send(10, 11, 12)
+	send(7)
+	if got := runs(); got != "1-5 7-7 10-12" {
+		t.Errorf("runs = %q", got)
+	}
+	res := send(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
+	if res.Stored != 4 || res.Duplicates != 9 {
+		t.Errorf("resend = %+v, want 4 stored (6, 8, 9, 13), 9 duplicates", res)
+	}
+	if got := runs(); got != "1-6 7-9 10-13" {
+		t.Errorf("runs = %q", got)
+	}
+	m, err := st.DeploymentMetrics(ctx, "d", hub.MetricsQuery{})
+	if err != nil || m.Total.Requests != 13 {
+		t.Errorf("requests = %d (%v), want 13", m.Total.Requests, err)
+	}
+	// Runs stored before the raw window go below the floor.
+	if _, err := st.PruneTelemetry(ctx, st.now().Add(25*time.Hour), hub.TelemetryRetention{}); err != nil {
+		t.Fatal(err)
+	}
+	var floor int
+	if err := st.DB().QueryRow("SELECT floor FROM telemetry_agents WHERE agent = 'a'").Scan(&floor); err != nil || floor != 13 || runs() != "" {
+		t.Errorf("after prune: floor %d (%v), runs %q; want 13 and none", floor, err, runs())
+	}
+}
