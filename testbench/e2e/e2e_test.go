@@ -71,7 +71,12 @@ func TestEdgeDeploymentLifecycle(t *testing.T) {
 	agentData := filepath.Join(t.TempDir(), "agent")
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	base := "http://" + listen
-	agentProc := start(t, "agent", agentBin, "run", "--hub", hubURL, "--join-token", tok.Token, "--data", agentData, "--listen", listen)
+	// Every request sent to the agent's endpoint is counted here: at the
+	// end the hub's telemetry must hold exactly this many, although the hub
+	// is killed with -9 mid-stream and the agent restarted while it is down.
+	requests := 0
+	agentProc := start(t, "agent", agentBin, "run", "--hub", hubURL, "--join-token", tok.Token, "--data", agentData, "--listen", listen,
+		"--telemetry-interval", "1s")
 	var creds agent.Credentials
 	waitFor(t, 20*time.Second, "agent enrollment", func() error {
 		if agentProc.exited() {
@@ -90,6 +95,7 @@ func TestEdgeDeploymentLifecycle(t *testing.T) {
 
 	run("deploy", "create", "digits", "--model", "digits:1", "--target", id)
 	waitServing(t, atelier, hubURL, ws, id, 1, time.Time{})
+	requests++
 	got, err := score(base, pixels)
 	if err != nil {
 		t.Fatal(err)
@@ -111,6 +117,7 @@ func TestEdgeDeploymentLifecycle(t *testing.T) {
 	})
 	time.Sleep(200 * time.Millisecond)
 	c := load.stop()
+	requests += c.total()
 	t.Logf("during the update: %+v", c)
 	if c.failed != 0 || c.neither != 0 || c.backToV1 != 0 {
 		t.Fatalf("during the update: %d failed requests, %d answers equal to neither version, %d v1 answers after a v2 one (first error: %v)",
@@ -120,9 +127,19 @@ func TestEdgeDeploymentLifecycle(t *testing.T) {
 		t.Errorf("no request was answered by v1 during the update: the load did not overlap the swap")
 	}
 
-	// The hub dies; the agent keeps serving.
+	// The hub dies under traffic, with telemetry uploads in flight; the
+	// agent keeps serving.
+	load = startLoad(base, pixels, want)
+	time.Sleep(1500 * time.Millisecond)
 	hubProc.kill()
+	time.Sleep(500 * time.Millisecond)
+	c = load.stop()
+	requests += c.total()
+	if c.failed != 0 || c.v2 != c.total() {
+		t.Fatalf("around kill -9 of the hub: %+v, want only v2 answers", c)
+	}
 	for i := range 3 {
+		requests++
 		got, err := score(base, pixels)
 		if err != nil {
 			t.Fatalf("score %d after kill -9 of the hub: %v", i, err)
@@ -134,7 +151,8 @@ func TestEdgeDeploymentLifecycle(t *testing.T) {
 
 	// The agent restarts with the hub still down: it serves v2 from disk.
 	agentProc.stop(t, 15*time.Second)
-	agentProc = start(t, "agent (restart)", agentBin, "run", "--hub", hubURL, "--data", agentData, "--listen", listen)
+	agentProc = start(t, "agent (restart)", agentBin, "run", "--hub", hubURL, "--data", agentData, "--listen", listen,
+		"--telemetry-interval", "1s")
 	waitFor(t, 20*time.Second, "the restarted agent to serve digits", func() error {
 		if agentProc.exited() {
 			t.Fatalf("restarted agent exited: %v", agentProc.err)
@@ -149,9 +167,12 @@ func TestEdgeDeploymentLifecycle(t *testing.T) {
 		}
 		return nil
 	})
-	got, err = score(base, pixels)
-	if err != nil {
-		t.Fatalf("restarted agent, hub down: %v", err)
+	for range 4 {
+		requests++
+		got, err = score(base, pixels)
+		if err != nil {
+			t.Fatalf("restarted agent, hub down: %v", err)
+		}
 	}
 	if err := match(got, want[1]); err != nil {
 		t.Fatalf("restarted agent with the hub down serves something else than v2: %v", err)
@@ -164,6 +185,7 @@ func TestEdgeDeploymentLifecycle(t *testing.T) {
 		t.Fatalf("restarted hub bound %+v, want %+v", again, addrs)
 	}
 	waitServing(t, atelier, hubURL, ws, id, 2, restarted)
+	requests++
 	got, err = score(base, pixels)
 	if err != nil {
 		t.Fatal(err)
@@ -171,6 +193,13 @@ func TestEdgeDeploymentLifecycle(t *testing.T) {
 	if err := match(got, want[1]); err != nil {
 		t.Fatalf("after the hub's restart: %v", err)
 	}
+
+	// Nothing lost, nothing counted twice: the spool drained after the
+	// restarts and the hub deduplicated what was sent again.
+	waitTelemetry(t, atelier, hubURL, ws, requests)
+	time.Sleep(3 * time.Second) // a late duplicate would show up here
+	waitTelemetry(t, atelier, hubURL, ws, requests)
+	t.Logf("telemetry: the hub counts exactly the %d requests sent", requests)
 
 	agentProc.stop(t, 15*time.Second)
 	hubProc.stop(t, 15*time.Second)
@@ -402,6 +431,26 @@ func startLoad(base string, pixels []float32, want [2]map[string][]float64) *loa
 		}
 	}()
 	return l
+}
+
+// total is how many requests the load sent.
+func (c loadCounts) total() int { return c.v1 + c.v2 + c.failed + c.neither }
+
+// waitTelemetry waits until `deploy metrics digits` counts want requests,
+// and fails if it ever counts more.
+func waitTelemetry(t *testing.T, bin, hubURL, ws string, want int) {
+	t.Helper()
+	waitFor(t, 60*time.Second, fmt.Sprintf("the hub's telemetry to count %d requests", want), func() error {
+		var m hub.DeploymentMetrics
+		cliJSON(t, bin, hubURL, ws, &m, "deploy", "metrics", "digits", "--since", "1h")
+		switch got := int(m.Total.Requests); {
+		case got > want:
+			t.Fatalf("the hub counts %d requests, %d were sent: counted twice (%+v)", got, want, m.Total)
+		case got < want:
+			return fmt.Errorf("%d of %d requests counted", got, want)
+		}
+		return nil
+	})
 }
 
 func (l *load) counts() loadCounts {
