@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/atelier-ml/atelier/agent"
@@ -35,6 +36,10 @@ type Config struct {
 	Heartbeat time.Duration
 	// Enrollers is how many enrollments run at once (default 8).
 	Enrollers int
+	// Traffic, if set, makes every agent serve a simulated deployment and
+	// score requests, reporting telemetry (see Traffic). Without it agents
+	// do not score and send no telemetry batches worth the name.
+	Traffic *Traffic
 }
 
 // Fleet is a running simulated fleet. Its methods are safe for concurrent
@@ -43,6 +48,10 @@ type Fleet struct {
 	ids    []string
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	sent        atomic.Int64 // requests scored under Traffic
+	traffic     sync.WaitGroup
+	stopTraffic context.CancelFunc
 
 	mu      sync.Mutex
 	changed chan struct{}                // closed and replaced on every load
@@ -100,8 +109,23 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Fleet, error) {
 	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
-	f := &Fleet{cancel: cancel, changed: make(chan struct{}), loaded: map[string]map[string]uint32{}}
+	trafficCtx, stopTraffic := context.WithCancel(runCtx)
+	f := &Fleet{cancel: cancel, stopTraffic: stopTraffic, changed: make(chan struct{}), loaded: map[string]map[string]uint32{}}
+	if cfg.Traffic != nil {
+		cfg.Traffic.defaults()
+	}
 	for i, c := range creds {
+		var sc *scorer
+		var stats agent.StatsFunc
+		var interval time.Duration
+		if cfg.Traffic != nil {
+			var err error
+			if sc, err = newScorer(*cfg.Traffic, &f.sent, log); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("fleetsim: agent %d: %w", i, err)
+			}
+			stats, interval = sc.reg.Stats, cfg.Traffic.Interval
+		}
 		a, err := agent.New(agent.Config{
 			ID: c.AgentID, DataDir: filepath.Join(cfg.DataDir, fmt.Sprintf("%s-%04d", cfg.Name, i)),
 			Broker: c.MQTTURL, Username: c.AgentID, Password: c.Secret,
@@ -109,10 +133,25 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Fleet, error) {
 			Capabilities: agent.DetectCapabilities("edge", "", "fleetsim"),
 			Heartbeat:    cfg.Heartbeat,
 			KeepModels:   -1,
+			Stats:        stats, TelemetryInterval: interval,
 		}, &server{f: f, id: c.AgentID}, log.With("agent_id", c.AgentID))
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("fleetsim: agent %d: %w", i, err)
+		}
+		if sc != nil {
+			if err := sc.load(ctx, a); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("fleetsim: agent %d: load the simulated model: %w", i, err)
+			}
+			f.traffic.Add(1)
+			go func() {
+				defer f.traffic.Done()
+				sc.drive(trafficCtx, uint64(i))
+				cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_ = sc.reg.Close(cctx)
+			}()
 		}
 		f.ids = append(f.ids, c.AgentID)
 		f.wg.Add(1)
@@ -188,13 +227,26 @@ func (f *Fleet) WaitLoaded(ctx context.Context, deployment string, version uint3
 	}
 }
 
-// Close stops every agent (each publishes its OFFLINE presence) and waits
-// for them. It returns the errors agents' Run returned other than
-// cancellation. Calling it again returns nil.
+// StopTraffic stops scoring (under Config.Traffic) and waits for the last
+// requests to finish; the agents keep running, so their telemetry drains.
+// It returns how many requests were scored in all.
+func (f *Fleet) StopTraffic() int64 {
+	f.stopTraffic()
+	f.traffic.Wait()
+	return f.sent.Load()
+}
+
+// Sent returns how many requests have been scored so far under Traffic.
+func (f *Fleet) Sent() int64 { return f.sent.Load() }
+
+// Close stops scoring and every agent (each publishes its OFFLINE
+// presence) and waits for them. It returns the errors agents' Run returned
+// other than cancellation. Calling it again returns nil.
 func (f *Fleet) Close() error {
 	if f.cancel == nil {
 		return nil
 	}
+	f.StopTraffic()
 	f.cancel()
 	f.wg.Wait()
 	f.cancel = nil

@@ -15,6 +15,7 @@ import (
 	"github.com/atelier-ml/atelier/testbench/idlebench"
 	"github.com/atelier-ml/atelier/testbench/rolloutbench"
 	"github.com/atelier-ml/atelier/testbench/scorebench"
+	"github.com/atelier-ml/atelier/testbench/telemetrybench"
 )
 
 // A benchmark parses its own flags from args and writes its report to w.
@@ -23,11 +24,12 @@ type benchmark func(ctx context.Context, args []string, w io.Writer) error
 func benchmarks() map[string]benchmark {
 	return map[string]benchmark{
 		// Each benchmark package adds its line here.
-		"fpga":    fpgabench.Run,
-		"hub":     hubbench.Run,
-		"idle":    idlebench.Run,
-		"rollout": rolloutbench.Run,
-		"scoring": scorebench.Run,
+		"fpga":      fpgabench.Run,
+		"hub":       hubbench.Run,
+		"idle":      idlebench.Run,
+		"rollout":   rolloutbench.Run,
+		"scoring":   scorebench.Run,
+		"telemetry": telemetrybench.Run,
 	}
 }
 

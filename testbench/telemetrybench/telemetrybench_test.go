@@ -1,0 +1,49 @@
+package telemetrybench
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestParseMetrics(t *testing.T) {
+	in := `# HELP atelier_deployment_requests_total x
+# TYPE atelier_deployment_requests_total counter
+atelier_deployment_requests_total{deployment="bench",outcome="ok"} 120
+atelier_deployment_requests_total{deployment="bench",outcome="error"} 3
+atelier_deployment_requests_total{deployment="other",outcome="ok"} 1000
+atelier_telemetry_batches_ingested_total 42
+atelier_telemetry_points_ingested_total 4.2e+06
+`
+	c, err := parseMetrics(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.requests != 123 || c.batches != 42 || c.points != 4.2e6 {
+		t.Fatalf("parsed %+v, want requests 123 (bench only), batches 42, points 4.2e6", c)
+	}
+	if _, err := parseMetrics(strings.NewReader("atelier_telemetry_batches_ingested_total 1\n")); err == nil || !strings.Contains(err.Error(), metricPoints) {
+		t.Fatalf("missing points series: err %v", err)
+	}
+	if _, err := parseMetrics(strings.NewReader("atelier_telemetry_batches_ingested_total x\n")); err == nil {
+		t.Fatal("a non-numeric value parsed")
+	}
+}
+
+func TestRunRejectsBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--agents", "0"}, "--agents 0: want 1-10000"},
+		{[]string{"--interval", "10ms"}, "--interval 10ms: want 1s-1h"},
+		{[]string{"--rate", "0"}, "--rate 0: want above 0"},
+		{[]string{"--outage", "-1s"}, "--outage -1s: want 0-24h"},
+	} {
+		err := Run(context.Background(), tc.args, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
