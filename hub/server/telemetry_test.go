@@ -2,7 +2,9 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -434,7 +436,7 @@ func (f *fakeScoring) stats() []scoring.VersionStats {
 }
 
 // runHub runs a hub on cfg until the returned stop is called.
-func runHub(t *testing.T, cfg Config) (*Server, func()) {
+func runHub(t testing.TB, cfg Config) (*Server, func()) {
 	t.Helper()
 	s, err := New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err != nil {
@@ -543,5 +545,85 @@ func TestRealAgentTelemetryThroughHubRestart(t *testing.T) {
 	text := scrape(t, base+"/metrics")
 	if !strings.Contains(text, "\n"+`atelier_deployment_requests_total{deployment="fraud",outcome="ok"} 250`+"\n") {
 		t.Errorf("/metrics lacks fraud ok 250:\n%s", text)
+	}
+}
+
+// BenchmarkTelemetryThroughHub: a real hub and 100 agents' real MQTT
+// clients; one op is every agent publishing one upload (one batch) and
+// receiving its ack: broker, fleet, group commit into SQLite, acks.
+func BenchmarkTelemetryThroughHub(b *testing.B) {
+	const agents = 100
+	cfg := DefaultConfig()
+	cfg.Data = b.TempDir()
+	cfg.HTTP, cfg.MQTT, cfg.NATS = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	s, _ := runHub(b, cfg)
+	base := "http://" + s.Addrs().HTTP
+	postJSON := func(path string, in, out any) {
+		body, _ := json.Marshal(in)
+		resp, err := http.Post(base+path, "application/json", bytes.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 201 {
+			b.Fatalf("POST %s: %d", path, resp.StatusCode)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			b.Fatal(err)
+		}
+	}
+	acks := make(chan uint64, agents)
+	clients := make([]mqtt.Client, agents)
+	ids := make([]string, agents)
+	for i := range agents {
+		var tok hub.JoinToken
+		postJSON("/api/v1/agents/tokens", map[string]any{}, &tok)
+		var en hub.Enrollment
+		postJSON("/api/v1/agents/enroll", hub.EnrollRequest{Token: tok.Token, Name: fmt.Sprintf("bench-%d", i), Capabilities: hub.Capabilities{Kind: "edge"}}, &en)
+		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(en.MQTTURL).SetClientID(en.AgentID).SetUsername(en.AgentID).
+			SetPassword(en.Secret).SetProtocolVersion(4).SetAutoReconnect(false))
+		if t := c.Connect(); !t.WaitTimeout(30*time.Second) || t.Error() != nil {
+			b.Fatalf("connect: %v", t.Error())
+		}
+		b.Cleanup(func() { c.Disconnect(0) })
+		if t := c.Subscribe(topics.Topic(en.AgentID, topics.TelemetryAck), 1, func(_ mqtt.Client, m mqtt.Message) {
+			var a agentv1.TelemetryAck
+			_ = proto.Unmarshal(m.Payload(), &a)
+			acks <- a.GetThroughSeq()
+		}); !t.WaitTimeout(30*time.Second) || t.Error() != nil {
+			b.Fatalf("subscribe: %v", t.Error())
+		}
+		clients[i], ids[i] = c, en.AgentID
+	}
+	b.ResetTimer()
+	for n := range b.N {
+		for i, c := range clients {
+			payload, _ := proto.Marshal(&agentv1.TelemetryUpload{Batches: []*agentv1.TelemetryBatch{telemetryBatch(uint64(n+1), "fraud")}})
+			c.Publish(topics.Topic(ids[i], topics.Telemetry), 1, false, payload)
+		}
+		for range agents {
+			select {
+			case <-acks:
+			case <-time.After(60 * time.Second):
+				b.Fatal("acks missing")
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(agents*b.N)/b.Elapsed().Seconds(), "uploads/s")
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	text, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(text), "\n") {
+		for _, name := range []string{"atelier_telemetry_ingest_transactions_total ", "atelier_telemetry_ingest_duration_seconds_sum ", "atelier_telemetry_uploads_total "} {
+			if v, ok := strings.CutPrefix(line, name); ok {
+				var f float64
+				fmt.Sscan(v, &f)
+				b.ReportMetric(f/float64(b.N), strings.TrimSpace(strings.TrimPrefix(name, "atelier_telemetry_"))+"/op")
+			}
+		}
 	}
 }
