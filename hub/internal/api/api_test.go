@@ -496,6 +496,30 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 	if total != n {
 		t.Errorf("document has %d operations, routes %d", total, n)
 	}
+	// Every $ref names a schema the document defines.
+	var raw map[string]any
+	e.ok(200, "GET", "/openapi.json", nil, &raw)
+	defined := raw["components"].(map[string]any)["schemas"].(map[string]any)
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if r, ok := v["$ref"].(string); ok {
+				name := strings.TrimPrefix(r, "#/components/schemas/")
+				if _, ok := defined[name]; !ok {
+					t.Errorf("%s: $ref %q names no schema", path, r)
+				}
+			}
+			for k, x := range v {
+				walk(path+"/"+k, x)
+			}
+		case []any:
+			for i, x := range v {
+				walk(fmt.Sprintf("%s/%d", path, i), x)
+			}
+		}
+	}
+	walk("", raw)
 	// And every route in package hub's route list is registered.
 	for _, line := range []string{"POST /api/v1/workspaces/{ws}/runs/{run}/metrics", "GET /api/v1/workspaces/{ws}/runs/{run}/artifacts/{path...}", "DELETE /api/v1/workspaces/{ws}/runs/{run}/tags/{key}"} {
 		found := false

@@ -24,7 +24,7 @@ const eventPage = 1000
 
 func (a *API) eventRoutes() []Route {
 	return []Route{
-		{Method: "GET", Pattern: "/api/v1/events", Summary: "List or follow the event log (NDJSON of Event, in id order)", Response: "ndjson", Status: 200,
+		{Method: "GET", Pattern: "/api/v1/events", Summary: "List or follow the event log (NDJSON of Event, in id order)", Response: "ndjson:Event", Status: 200,
 			Query: []string{"after", "kind", "agent", "deployment", "since", "limit", "follow"}, handler: a.getEvents},
 	}
 }

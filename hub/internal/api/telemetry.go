@@ -31,9 +31,9 @@ func (a *API) telemetryRoutes() []Route {
 	)
 	return []Route{
 		{Method: "GET", Pattern: dep, Summary: "A deployment's requests over a window (since=1h by default, a Go duration or an RFC 3339 time), in total and per agent (agent= for one): counts by outcome, rates, latency percentiles, batch sizes (hub.DeploymentMetrics)",
-			Response: "object", Status: 200, Query: []string{"since", "agent"}, handler: a.deploymentMetrics},
+			Response: "DeploymentMetrics", Status: 200, Query: []string{"since", "agent"}, handler: a.deploymentMetrics},
 		{Method: "GET", Pattern: agent, Summary: "An agent's own figures over a window (since=1h by default) and the requests it served per deployment (hub.AgentMetrics)",
-			Response: "object", Status: 200, Query: []string{"since"}, handler: a.agentMetrics},
+			Response: "AgentMetrics", Status: 200, Query: []string{"since"}, handler: a.agentMetrics},
 	}
 }
 
