@@ -86,8 +86,13 @@ func capsFrom(c *agentv1.Capabilities) *hub.Capabilities {
 	if c == nil {
 		return nil
 	}
-	return &hub.Capabilities{Kind: c.GetKind(), OS: c.GetOs(), Arch: c.GetArch(), CPUs: c.GetCpus(), MemoryBytes: c.GetMemoryBytes(),
+	caps := &hub.Capabilities{Kind: c.GetKind(), OS: c.GetOs(), Arch: c.GetArch(), CPUs: c.GetCpus(), MemoryBytes: c.GetMemoryBytes(),
 		ONNXRuntimeVersion: c.GetOnnxruntimeVersion(), AgentVersion: c.GetAgentVersion()}
+	if d := c.GetFpga(); d != nil {
+		caps.FPGA = &hub.FPGADevice{Name: d.GetName(), ArrayRows: d.GetArrayRows(), ArrayCols: d.GetArrayCols(),
+			ClockMHz: d.GetClockMhz(), MemoryBytes: d.GetMemoryBytes(), Firmware: d.GetFirmware()}
+	}
+	return caps
 }
 
 // Presence implements fleet.Observer.

@@ -299,3 +299,14 @@ func TestAdvertiseMQTTValidation(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestCapsFromKeepsTheFPGACard(t *testing.T) {
+	c := capsFrom(&agentv1.Capabilities{Kind: "fpga", Fpga: &agentv1.FPGADevice{Name: "emu", ArrayRows: 32, ArrayCols: 32, ClockMhz: 250, MemoryBytes: 1 << 28, Firmware: "fw-2"}})
+	want := hub.FPGADevice{Name: "emu", ArrayRows: 32, ArrayCols: 32, ClockMHz: 250, MemoryBytes: 1 << 28, Firmware: "fw-2"}
+	if c.FPGA == nil || *c.FPGA != want {
+		t.Fatalf("FPGA = %+v, want %+v", c.FPGA, want)
+	}
+	if c := capsFrom(&agentv1.Capabilities{Kind: "edge"}); c.FPGA != nil {
+		t.Fatalf("edge agent got a card: %+v", c.FPGA)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 
 	"github.com/atelier-ml/atelier/hub"
 )
@@ -38,7 +39,8 @@ func agentSchemas(s obj) obj {
 	strMap := mapOf(obj{"type": "string"})
 	s["Capabilities"] = props(obj{"kind": str("edge, container or fpga"), "os": str(""), "arch": str(""),
 		"cpus": obj{"type": "integer"}, "memory_bytes": obj{"type": "integer", "format": "int64"},
-		"onnxruntime_version": str(""), "agent_version": str("")}, "kind")
+		"onnxruntime_version": str(""), "agent_version": str(""),
+		"fpga": schemaOfType(reflect.TypeFor[hub.FPGADevice]())}, "kind")
 	s["Agent"] = props(obj{"id": str("matches [a-z0-9][a-z0-9-]{0,62}; the broker user and MQTT client id"), "name": str(""), "kind": str(""),
 		"labels": strMap, "state": obj{"type": "string", "enum": []string{"online", "offline", "revoked"}},
 		"last_seen": obj{"type": "string", "format": "date-time", "nullable": true}, "capabilities": ref("Capabilities"),
