@@ -46,6 +46,9 @@ type RuntimeOptions struct {
 	// MaxDelay is how long a request may wait for others to batch with, as
 	// a Go duration ("2ms"); at most MaxDeploymentDelay.
 	MaxDelay string `json:"max_delay,omitempty"`
+	// AllowCPUFallback lets FPGA agents score on the CPU while their card
+	// stays down (otherwise those requests fail with a clear error).
+	AllowCPUFallback bool `json:"allow_cpu_fallback,omitempty"`
 }
 
 // Check validates the options; the error wraps ErrInvalid.

@@ -70,6 +70,7 @@ type deployFlags struct {
 	probation   string
 	minRequests int
 	noGuard     bool // update only
+	cpuFallback bool
 }
 
 func (f *deployFlags) register(cmd *cobra.Command) {
@@ -79,6 +80,7 @@ func (f *deployFlags) register(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.selectors, "selector", nil, "agent label KEY=VALUE an agent must carry (repeatable, all must match)")
 	fl.IntVar(&f.maxBatch, "max-batch", 0, fmt.Sprintf("most requests merged into one inference run (0: the agent's default; at most %d)", hub.MaxDeploymentBatch))
 	fl.StringVar(&f.maxDelay, "max-delay", "", fmt.Sprintf("longest a request waits to be batched, e.g. 2ms (at most %s)", hub.MaxDeploymentDelay))
+	fl.BoolVar(&f.cpuFallback, "allow-cpu-fallback", false, "FPGA agents score on the CPU while their card is down (default: such requests fail)")
 	fl.StringVar(&f.rollbackIf, "rollback-if", "", `guard rule: agents roll back to the previous version if it holds during probation, e.g. "error_rate > 0.05 or latency_p99 > 50ms"`)
 	fl.StringVar(&f.probation, "probation", "", fmt.Sprintf("how long after the switch the guard rule is evaluated, e.g. 10m (default %s; with --rollback-if)", hub.DefaultProbation))
 	fl.IntVar(&f.minRequests, "min-requests", 0, "requests the new version must answer before the rule is evaluated (0: the agent's default, 20; with --rollback-if)")
@@ -113,7 +115,7 @@ func (f *deployFlags) parse() (selector map[string]string, opts hub.RuntimeOptio
 	if selector, err = parseKV("selector", f.selectors); err != nil {
 		return nil, opts, err
 	}
-	opts = hub.RuntimeOptions{MaxBatch: f.maxBatch, MaxDelay: f.maxDelay}
+	opts = hub.RuntimeOptions{MaxBatch: f.maxBatch, MaxDelay: f.maxDelay, AllowCPUFallback: f.cpuFallback}
 	if err := opts.Check(); err != nil {
 		return nil, opts, usageError("%s", strings.TrimSuffix(err.Error(), ": "+hub.ErrInvalid.Error()))
 	}
@@ -161,11 +163,11 @@ func (a *app) deployCreateCmd() *cobra.Command {
 func (a *app) deployUpdateCmd() *cobra.Command {
 	var f deployFlags
 	cmd := &cobra.Command{
-		Use:   "update NAME [--model MODEL[:VERSION|@ALIAS]] [--target AGENT_ID ... | --selector KEY=VALUE ...] [--max-batch N] [--max-delay D] [--rollback-if EXPR [--probation D] | --no-guard]",
+		Use:   "update NAME [--model MODEL[:VERSION|@ALIAS]] [--target AGENT_ID ... | --selector KEY=VALUE ...] [--max-batch N] [--max-delay D] [--allow-cpu-fallback] [--rollback-if EXPR [--probation D] | --no-guard]",
 		Short: "Change a deployment's model version, targets, runtime options or guard rules",
 		Long: `Change a deployment. --model resolves the model again (an alias is looked up
-now); --target or --selector replaces the targeting as a whole; --max-batch and
---max-delay replace both runtime options; --rollback-if (with --probation and
+now); --target or --selector replaces the targeting as a whole; --max-batch,
+--max-delay and --allow-cpu-fallback replace the runtime options as a whole; --rollback-if (with --probation and
 --min-requests) replaces the guard rules and --no-guard removes them. What is
 not given is kept, guard rules included.`,
 		Args: argsRange(1, 1, "NAME"),
@@ -175,7 +177,7 @@ not given is kept, guard rules included.`,
 				return err
 			}
 			du := hub.DeploymentUpdate{Model: f.model, Agents: f.targets, Selector: selector}
-			if cmd.Flags().Changed("max-batch") || cmd.Flags().Changed("max-delay") {
+			if cmd.Flags().Changed("max-batch") || cmd.Flags().Changed("max-delay") || cmd.Flags().Changed("allow-cpu-fallback") {
 				du.Options = &opts
 			}
 			if du.Guard, err = f.guard(); err != nil {
@@ -188,7 +190,7 @@ not given is kept, guard rules included.`,
 				du.Guard = &hub.GuardRules{}
 			}
 			if du.Model == "" && len(du.Agents) == 0 && len(du.Selector) == 0 && du.Options == nil && du.Guard == nil {
-				return usageError("nothing to change: give --model, --target, --selector, --max-batch, --max-delay, --rollback-if or --no-guard")
+				return usageError("nothing to change: give --model, --target, --selector, --max-batch, --max-delay, --allow-cpu-fallback, --rollback-if or --no-guard")
 			}
 			d, err := a.client().UpdateDeployment(cmd.Context(), ws, args[0], du)
 			if err != nil {
@@ -256,7 +258,11 @@ to the version it served before (VERSION is that one; ERROR says why).`,
 				if d.Options.MaxDelay != "" {
 					delay = d.Options.MaxDelay
 				}
-				fmt.Fprintf(out, "Options:\tmax batch %s, max delay %s\n", batch, delay)
+				fallback := ""
+				if d.Options.AllowCPUFallback {
+					fallback = ", CPU fallback allowed"
+				}
+				fmt.Fprintf(out, "Options:\tmax batch %s, max delay %s%s\n", batch, delay, fallback)
 				fmt.Fprintf(out, "Guard:\t%s\n", guardSummary(d.Guard))
 				fmt.Fprintf(out, "Created:\t%s\n", fmtTime(&d.CreatedAt))
 				fmt.Fprintf(out, "Updated:\t%s\n", fmtTime(&d.UpdatedAt))

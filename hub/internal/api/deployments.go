@@ -37,7 +37,8 @@ func deploymentSchemas(s obj) obj {
 	timeT := obj{"type": "string", "format": "date-time"}
 	strMap := mapOf(obj{"type": "string"})
 	s["RuntimeOptions"] = props(obj{"max_batch": obj{"type": "integer", "description": "most requests merged into one run (0: the agent's default)"},
-		"max_delay": str("Go duration a request may wait to be batched, at most 10s (empty: the agent's default)")})
+		"max_delay":          str("Go duration a request may wait to be batched, at most 10s (empty: the agent's default)"),
+		"allow_cpu_fallback": obj{"type": "boolean", "description": "FPGA agents score on the CPU while their card is down"}})
 	s["DeploymentTarget"] = props(obj{"agent": str("agent id"), "state": obj{"type": "string", "enum": []string{hub.TargetPending, hub.TargetDownloading, hub.TargetLoading, hub.TargetServing, hub.TargetFailed}},
 		"model_version": obj{"type": "integer"}, "error": str(""), "endpoint": str("the agent's endpoint + /v2/models/{name}")})
 	s["Deployment"] = props(obj{"workspace": str(""), "name": str("unique hub-wide; the model name agents serve it under"),
@@ -51,11 +52,12 @@ func deploymentSchemas(s obj) obj {
 		"agents": arrayOf(obj{"type": "string"}), "selector": strMap, "options": ref("RuntimeOptions")})
 	// Guard rules (hub/guard.go); the rule is validated by body.Spec/Apply.
 	s["GuardRules"] = props(obj{"rollback_if": str(`rule the agents evaluate during probation, e.g. "error_rate > 0.05 or latency_p99 > 50ms" (docs/deployments.md)`),
-		"probation": str("Go duration, whole seconds from 1s to 168h (empty: 10m)"),
+		"probation":    str("Go duration, whole seconds from 1s to 168h (empty: 10m)"),
 		"min_requests": obj{"type": "integer", "description": "requests before the rule is evaluated (0: the agent's default, 20)"}})
 	for _, k := range []string{"Deployment", "DeploymentCreate", "DeploymentUpdate"} {
 		s[k].(obj)["properties"].(obj)["guard"] = ref("GuardRules")
 	}
+	s["Deployment"].(obj)["properties"].(obj)["drifting"] = obj{"type": "boolean", "description": "inputs drift from the baseline beyond the threshold (docs/drift.md)"}
 	t := s["DeploymentTarget"].(obj)["properties"].(obj)
 	t["state"].(obj)["enum"] = append(t["state"].(obj)["enum"].([]string), hub.TargetRolledBack)
 	t["rolled_back_version"] = obj{"type": "integer", "description": "with state rolled_back: the version the agent rolled back"}

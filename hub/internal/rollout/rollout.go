@@ -237,7 +237,8 @@ func (r *Rollout) compute(ctx context.Context, push Pusher, a hub.Agent, deps []
 		}
 		delay, _ := d.Options.Delay() // validated when stored
 		out = append(out, &agentv1.DeploymentSpec{Name: d.Name, Model: ref, Options: &agentv1.RuntimeOptions{
-			MaxBatchSize: uint32(d.Options.MaxBatch), MaxQueueDelayUs: uint32(delay / time.Microsecond)},
+			MaxBatchSize: uint32(d.Options.MaxBatch), MaxQueueDelayUs: uint32(delay / time.Microsecond),
+			AllowCpuFallback: d.Options.AllowCPUFallback},
 			Guard: guardRules(d.Guard)})
 	}
 	slices.SortFunc(out, func(x, y *agentv1.DeploymentSpec) int { return strings.Compare(x.GetName(), y.GetName()) })

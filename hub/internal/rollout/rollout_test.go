@@ -140,7 +140,7 @@ func TestSyncSelectorsAndGenerations(t *testing.T) {
 	c := e.enroll("c", map[string]string{"zone": "us"})
 	e.deploy(hub.DeploymentCreate{Name: "eu-all", Model: "clf:1", Selector: map[string]string{"zone": "eu"}})
 	e.deploy(hub.DeploymentCreate{Name: "eu-gpu", Model: "clf:2", Selector: map[string]string{"zone": "eu", "tier": "gpu"},
-		Options: hub.RuntimeOptions{MaxBatch: 4, MaxDelay: "1500us"}})
+		Options: hub.RuntimeOptions{MaxBatch: 4, MaxDelay: "1500us", AllowCPUFallback: true}})
 	e.deploy(hub.DeploymentCreate{Name: "by-id", Model: "clf:2", Agents: []string{c}})
 
 	p := newRecorder()
@@ -162,7 +162,7 @@ func TestSyncSelectorsAndGenerations(t *testing.T) {
 		}
 	}
 	d, _ := p.last(a)
-	if o := d.GetDeployments()[1].GetOptions(); o.GetMaxBatchSize() != 4 || o.GetMaxQueueDelayUs() != 1500 {
+	if o := d.GetDeployments()[1].GetOptions(); o.GetMaxBatchSize() != 4 || o.GetMaxQueueDelayUs() != 1500 || !o.GetAllowCpuFallback() {
 		t.Errorf("options: %v", o)
 	}
 
