@@ -51,44 +51,50 @@ import (
 //
 // Totals. telemetry_totals keeps running totals per deployment (the same
 // data blob), updated in every ingest transaction and never pruned.
+//
+// Names. The other tables refer to agents by telemetry_agents.id and to
+// deployments by telemetry_totals.id, small integers, not by their names
+// (an agent id is 32 characters, and it would be repeated in every key
+// and index entry): with 3 deployments a batch takes about 520 bytes.
 const migTelemetry = `
 CREATE TABLE telemetry_agents (
-	agent TEXT PRIMARY KEY,
+	id    INTEGER PRIMARY KEY,
+	agent TEXT NOT NULL UNIQUE,
 	floor INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 CREATE TABLE telemetry_seen (
-	agent       TEXT NOT NULL,
+	agent_id    INTEGER NOT NULL,
 	lo          INTEGER NOT NULL,
 	hi          INTEGER NOT NULL,
 	received_at INTEGER NOT NULL, -- when hi was stored
-	PRIMARY KEY (agent, lo)
+	PRIMARY KEY (agent_id, lo)
 ) WITHOUT ROWID;
 CREATE TABLE telemetry_bounds (
 	id     INTEGER PRIMARY KEY,
 	bounds BLOB NOT NULL UNIQUE
 );
 CREATE TABLE telemetry_raw (
-	deployment    TEXT NOT NULL,
+	deployment_id INTEGER NOT NULL,
 	start_ns      INTEGER NOT NULL,
-	agent         TEXT NOT NULL,
+	agent_id      INTEGER NOT NULL,
 	seq           INTEGER NOT NULL,
 	model_version INTEGER NOT NULL,
 	end_ns        INTEGER NOT NULL,
 	data          BLOB NOT NULL,
-	PRIMARY KEY (deployment, start_ns, agent, seq, model_version)
+	PRIMARY KEY (deployment_id, start_ns, agent_id, seq, model_version)
 ) WITHOUT ROWID;
-CREATE INDEX telemetry_raw_agent ON telemetry_raw (agent, start_ns);
+CREATE INDEX telemetry_raw_agent ON telemetry_raw (agent_id, start_ns);
 CREATE TABLE telemetry_rollup (
-	deployment    TEXT NOT NULL,
+	deployment_id INTEGER NOT NULL,
 	minute        INTEGER NOT NULL,
-	agent         TEXT NOT NULL,
+	agent_id      INTEGER NOT NULL,
 	model_version INTEGER NOT NULL,
 	data          BLOB NOT NULL,
-	PRIMARY KEY (deployment, minute, agent, model_version)
+	PRIMARY KEY (deployment_id, minute, agent_id, model_version)
 ) WITHOUT ROWID;
-CREATE INDEX telemetry_rollup_agent ON telemetry_rollup (agent, minute);
+CREATE INDEX telemetry_rollup_agent ON telemetry_rollup (agent_id, minute);
 CREATE TABLE telemetry_agent_raw (
-	agent            TEXT NOT NULL,
+	agent_id         INTEGER NOT NULL,
 	start_ns         INTEGER NOT NULL,
 	seq              INTEGER NOT NULL,
 	end_ns           INTEGER NOT NULL,
@@ -105,10 +111,10 @@ CREATE TABLE telemetry_agent_raw (
 	cache            INTEGER NOT NULL,
 	spool            INTEGER NOT NULL,
 	dropped          INTEGER NOT NULL,
-	PRIMARY KEY (agent, start_ns, seq)
+	PRIMARY KEY (agent_id, start_ns, seq)
 ) WITHOUT ROWID;
 CREATE TABLE telemetry_agent_rollup (
-	agent            TEXT NOT NULL,
+	agent_id         INTEGER NOT NULL,
 	minute           INTEGER NOT NULL,
 	batches          INTEGER NOT NULL,
 	end_ns           INTEGER NOT NULL,
@@ -125,12 +131,13 @@ CREATE TABLE telemetry_agent_rollup (
 	cache            INTEGER NOT NULL,
 	spool            INTEGER NOT NULL,
 	dropped          INTEGER NOT NULL,
-	PRIMARY KEY (agent, minute)
+	PRIMARY KEY (agent_id, minute)
 ) WITHOUT ROWID;
 CREATE TABLE telemetry_totals (
-	deployment TEXT PRIMARY KEY,
+	id         INTEGER PRIMARY KEY,
+	deployment TEXT NOT NULL UNIQUE,
 	data       BLOB NOT NULL
-) WITHOUT ROWID;
+);
 `
 
 // Limits of one telemetry batch. A batch over any of them is rejected
@@ -562,10 +569,10 @@ func (s *Store) IngestTelemetry(ctx context.Context, uploads []hub.TelemetryUplo
 			return err
 		}
 		defer ins.close()
-		totals := map[string]*reqData{}
+		totals := map[string]*depTotals{}
 		var buf []byte
 		for _, u := range uploads {
-			agentKnown := false
+			var agent agentRef // looked up with the upload's first valid batch
 			for _, b := range u.Batches {
 				if u.Agent == "" || len(u.Agent) > maxTelemetryName {
 					res.Rejected++
@@ -580,13 +587,12 @@ func (s *Store) IngestTelemetry(ctx context.Context, uploads []hub.TelemetryUplo
 					s.log.Warn("telemetry batch rejected", "agent", u.Agent, "seq", b.GetSeq(), "err", err)
 					continue
 				}
-				if !agentKnown {
-					if _, err := ins.agent.ExecContext(ctx, u.Agent); err != nil {
+				if agent.id == 0 {
+					if agent, err = ins.agentRef(ctx, u.Agent); err != nil {
 						return fmt.Errorf("record agent %q: %w", u.Agent, err)
 					}
-					agentKnown = true
 				}
-				isNew, err := ins.record(ctx, u.Agent, int64(b.GetSeq()), nanos(now))
+				isNew, err := ins.record(ctx, agent, int64(b.GetSeq()), nanos(now))
 				if err != nil {
 					return fmt.Errorf("record batch %d of agent %q: %w", b.GetSeq(), u.Agent, err)
 				}
@@ -594,24 +600,26 @@ func (s *Store) IngestTelemetry(ctx context.Context, uploads []hub.TelemetryUplo
 					res.Duplicates++
 					continue
 				}
-				if err := ins.batch(ctx, u.Agent, b); err != nil {
+				if err := ins.batch(ctx, agent.id, b); err != nil {
 					return fmt.Errorf("store batch %d of agent %q: %w", b.GetSeq(), u.Agent, err)
 				}
 				for _, d := range b.GetDeployments() {
+					t := totals[d.GetName()]
+					if t == nil {
+						if t, err = deploymentRef(ctx, tx, bt, d.GetName()); err != nil {
+							return err
+						}
+						totals[d.GetName()] = t
+					}
 					data := dataFrom(d)
 					if buf, err = bt.encodeData(ctx, tx, data, buf); err != nil {
 						return err
 					}
-					if _, err := ins.raw.ExecContext(ctx, d.GetName(), b.GetStartUnixNano(), u.Agent, int64(b.GetSeq()),
+					if _, err := ins.raw.ExecContext(ctx, t.id, b.GetStartUnixNano(), agent.id, int64(b.GetSeq()),
 						int64(d.GetModelVersion()), b.GetEndUnixNano(), buf); err != nil {
 						return fmt.Errorf("store batch %d of agent %q, deployment %q: %w", b.GetSeq(), u.Agent, d.GetName(), err)
 					}
-					t := totals[d.GetName()]
-					if t == nil {
-						t = &reqData{}
-						totals[d.GetName()] = t
-					}
-					t.add(data)
+					t.data.add(data)
 				}
 				if err := s.ingestFeaturesTx(ctx, tx, u.Agent, b); err != nil {
 					return fmt.Errorf("store features of batch %d of agent %q: %w", b.GetSeq(), u.Agent, err)
@@ -623,7 +631,7 @@ func (s *Store) IngestTelemetry(ctx context.Context, uploads []hub.TelemetryUplo
 			}
 		}
 		for _, name := range slices.Sorted(maps.Keys(totals)) {
-			if err := addTotals(ctx, tx, bt, name, totals[name]); err != nil {
+			if err := writeTotals(ctx, tx, bt, name, totals[name]); err != nil {
 				return err
 			}
 		}
@@ -635,9 +643,58 @@ func (s *Store) IngestTelemetry(ctx context.Context, uploads []hub.TelemetryUplo
 	return res, nil
 }
 
+// agentRef is an agent's row in telemetry_agents: agents are stored by
+// this integer id, not their 32-character name, in every other table.
+type agentRef struct {
+	id, floor int64
+}
+
+// depTotals is a deployment's row in telemetry_totals (deployments are
+// stored by this id elsewhere) with its running totals.
+type depTotals struct {
+	id   int64
+	data *reqData
+}
+
+// deploymentRef reads name's totals row, creating it if new.
+func deploymentRef(ctx context.Context, tx *sql.Tx, bt *boundsTable, name string) (*depTotals, error) {
+	t := &depTotals{}
+	var old []byte
+	err := tx.QueryRowContext(ctx, "SELECT id, data FROM telemetry_totals WHERE deployment = ?", name).Scan(&t.id, &old)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		t.data = &reqData{}
+		r, err := tx.ExecContext(ctx, "INSERT INTO telemetry_totals (deployment, data) VALUES (?, x'')", name)
+		if err != nil {
+			return nil, fmt.Errorf("record deployment %q: %w", name, err)
+		}
+		if t.id, err = r.LastInsertId(); err != nil {
+			return nil, fmt.Errorf("record deployment %q: %w", name, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("read totals of %q: %w", name, err)
+	default:
+		if t.data, err = bt.decodeData(old); err != nil {
+			return nil, fmt.Errorf("totals of %q: %w", name, err)
+		}
+	}
+	return t, nil
+}
+
+func writeTotals(ctx context.Context, tx *sql.Tx, bt *boundsTable, name string, t *depTotals) error {
+	buf, err := bt.encodeData(ctx, tx, t.data, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE telemetry_totals SET data = ? WHERE id = ?", buf, t.id); err != nil {
+		return fmt.Errorf("write totals of %q: %w", name, err)
+	}
+	return nil
+}
+
 // ingestStmts are IngestTelemetry's prepared statements.
 type ingestStmts struct {
-	agent, extendLast, floor, findRun, extendRun, addRun, raw, agentRaw *sql.Stmt
+	findAgent, addAgent, extendLast, findRun, extendRun, addRun, raw, agentRaw *sql.Stmt
 }
 
 func prepareIngest(ctx context.Context, tx *sql.Tx) (*ingestStmts, error) {
@@ -646,21 +703,19 @@ func prepareIngest(ctx context.Context, tx *sql.Tx) (*ingestStmts, error) {
 		s **sql.Stmt
 		q string
 	}{
-		{&st.agent, "INSERT OR IGNORE INTO telemetry_agents (agent, floor) VALUES (?, 0)"},
-		// The common case in one statement: seq is above the floor and
-		// extends the run that starts closest below it (so no run starts
-		// at seq).
-		{&st.extendLast, `UPDATE telemetry_seen SET hi = ?1, received_at = ?2 WHERE agent = ?3 AND hi = ?1 - 1
-			AND lo = (SELECT lo FROM telemetry_seen WHERE agent = ?3 AND lo <= ?1 ORDER BY lo DESC LIMIT 1)
-			AND ?1 > (SELECT floor FROM telemetry_agents WHERE agent = ?3)`},
-		{&st.floor, "SELECT floor FROM telemetry_agents WHERE agent = ?"},
+		{&st.findAgent, "SELECT id, floor FROM telemetry_agents WHERE agent = ?"},
+		{&st.addAgent, "INSERT INTO telemetry_agents (agent, floor) VALUES (?, 0)"},
+		// The common case in one statement: seq extends the run that
+		// starts closest below it (so no run starts at seq).
+		{&st.extendLast, `UPDATE telemetry_seen SET hi = ?1, received_at = ?2 WHERE agent_id = ?3 AND hi = ?1 - 1
+			AND lo = (SELECT lo FROM telemetry_seen WHERE agent_id = ?3 AND lo <= ?1 ORDER BY lo DESC LIMIT 1)`},
 		// The run starting at or before seq, the closest.
-		{&st.findRun, "SELECT lo, hi FROM telemetry_seen WHERE agent = ? AND lo <= ? ORDER BY lo DESC LIMIT 1"},
-		{&st.extendRun, "UPDATE telemetry_seen SET hi = ?, received_at = ? WHERE agent = ? AND lo = ?"},
-		{&st.addRun, "INSERT INTO telemetry_seen (agent, lo, hi, received_at) VALUES (?, ?, ?, ?)"},
-		{&st.raw, `INSERT INTO telemetry_raw (deployment, start_ns, agent, seq, model_version, end_ns, data)
+		{&st.findRun, "SELECT lo, hi FROM telemetry_seen WHERE agent_id = ? AND lo <= ? ORDER BY lo DESC LIMIT 1"},
+		{&st.extendRun, "UPDATE telemetry_seen SET hi = ?, received_at = ? WHERE agent_id = ? AND lo = ?"},
+		{&st.addRun, "INSERT INTO telemetry_seen (agent_id, lo, hi, received_at) VALUES (?, ?, ?, ?)"},
+		{&st.raw, `INSERT INTO telemetry_raw (deployment_id, start_ns, agent_id, seq, model_version, end_ns, data)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`},
-		{&st.agentRaw, `INSERT INTO telemetry_agent_raw (agent, start_ns, seq, end_ns, dur_ns, cpu_seconds,
+		{&st.agentRaw, `INSERT INTO telemetry_agent_raw (agent_id, start_ns, seq, end_ns, dur_ns, cpu_seconds,
 			host_cpu_seconds, fig_end_ns, rss, mem_total, mem_available, disk_total, disk_free, uptime, cache, spool, dropped)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 	} {
@@ -675,76 +730,64 @@ func prepareIngest(ctx context.Context, tx *sql.Tx) (*ingestStmts, error) {
 }
 
 func (st *ingestStmts) close() {
-	for _, s := range []*sql.Stmt{st.agent, st.extendLast, st.floor, st.findRun, st.extendRun, st.addRun, st.raw, st.agentRaw} {
+	for _, s := range []*sql.Stmt{st.findAgent, st.addAgent, st.extendLast, st.findRun, st.extendRun, st.addRun, st.raw, st.agentRaw} {
 		if s != nil {
 			s.Close()
 		}
 	}
 }
 
-// record adds seq to agent's seen runs and reports whether it is new: above
-// the floor and in no run. A seq right after a run extends it; any other
-// starts a run (runs are not merged: out-of-order seqs are rare, and
+// agentRef returns agent's row, creating it if new.
+func (st *ingestStmts) agentRef(ctx context.Context, agent string) (agentRef, error) {
+	var a agentRef
+	err := st.findAgent.QueryRowContext(ctx, agent).Scan(&a.id, &a.floor)
+	if !errors.Is(err, sql.ErrNoRows) {
+		return a, err
+	}
+	r, err := st.addAgent.ExecContext(ctx, agent)
+	if err != nil {
+		return a, err
+	}
+	a.id, err = r.LastInsertId()
+	return a, err
+}
+
+// record adds seq to the agent's seen runs and reports whether it is new:
+// above the floor and in no run. A seq right after a run extends it; any
+// other starts a run (runs are not merged: out-of-order seqs are rare, and
 // pruning removes their runs like any other).
-func (st *ingestStmts) record(ctx context.Context, agent string, seq, now int64) (bool, error) {
-	r, err := st.extendLast.ExecContext(ctx, seq, now, agent)
+func (st *ingestStmts) record(ctx context.Context, a agentRef, seq, now int64) (bool, error) {
+	if seq <= a.floor {
+		return false, nil
+	}
+	r, err := st.extendLast.ExecContext(ctx, seq, now, a.id)
 	if err != nil {
 		return false, err
 	}
 	if n, err := r.RowsAffected(); err != nil || n == 1 {
 		return err == nil, err
 	}
-	var floor int64
-	if err := st.floor.QueryRowContext(ctx, agent).Scan(&floor); err != nil {
-		return false, err
-	}
-	if seq <= floor {
-		return false, nil
-	}
 	var lo, hi int64
-	err = st.findRun.QueryRowContext(ctx, agent, seq).Scan(&lo, &hi)
+	err = st.findRun.QueryRowContext(ctx, a.id, seq).Scan(&lo, &hi)
 	switch {
 	case err == nil && seq <= hi:
 		return false, nil
 	case err == nil && seq == hi+1:
-		_, err = st.extendRun.ExecContext(ctx, seq, now, agent, lo)
+		_, err = st.extendRun.ExecContext(ctx, seq, now, a.id, lo)
 	case err == nil || errors.Is(err, sql.ErrNoRows):
-		_, err = st.addRun.ExecContext(ctx, agent, seq, seq, now)
+		_, err = st.addRun.ExecContext(ctx, a.id, seq, seq, now)
 	}
 	return err == nil, err
 }
 
 // batch stores the agent's figures of b (a row even without figures, so
 // the batch counts and its dropped count is kept).
-func (st *ingestStmts) batch(ctx context.Context, agent string, b *agentv1.TelemetryBatch) error {
+func (st *ingestStmts) batch(ctx context.Context, agentID int64, b *agentv1.TelemetryBatch) error {
 	a := agentAggFrom(b)
-	_, err := st.agentRaw.ExecContext(ctx, agent, b.GetStartUnixNano(), int64(b.GetSeq()), a.endNs, a.durNs, a.cpuSeconds,
+	_, err := st.agentRaw.ExecContext(ctx, agentID, b.GetStartUnixNano(), int64(b.GetSeq()), a.endNs, a.durNs, a.cpuSeconds,
 		a.hostCPUSeconds, a.figEndNs, a.fig.rss, a.fig.memTotal, a.fig.memAvailable, a.fig.diskTotal, a.fig.diskFree,
 		a.fig.uptime, a.fig.cache, a.fig.spool, a.dropped)
 	return err
-}
-
-func addTotals(ctx context.Context, tx *sql.Tx, bt *boundsTable, name string, add *reqData) error {
-	var old []byte
-	err := tx.QueryRowContext(ctx, "SELECT data FROM telemetry_totals WHERE deployment = ?", name).Scan(&old)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("read totals of %q: %w", name, err)
-	}
-	d := &reqData{}
-	if old != nil {
-		if d, err = bt.decodeData(old); err != nil {
-			return fmt.Errorf("totals of %q: %w", name, err)
-		}
-	}
-	d.add(add)
-	buf, err := bt.encodeData(ctx, tx, d, nil)
-	if err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, "INSERT OR REPLACE INTO telemetry_totals (deployment, data) VALUES (?, ?)", name, buf); err != nil {
-		return fmt.Errorf("write totals of %q: %w", name, err)
-	}
-	return nil
 }
 
 // agentFigures are an agent's point-in-time figures.
@@ -919,12 +962,17 @@ func (s *Store) DeploymentMetrics(ctx context.Context, name string, q hub.Metric
 		filter := ""
 		args := []any{name, sinceNs, untilNs}
 		if q.Agent != "" {
-			filter = " AND agent = ?"
+			filter = " AND r.agent_id = (SELECT id FROM telemetry_agents WHERE agent = ?)"
 			args = append(args, q.Agent)
 		}
+		// CROSS JOIN keeps the range scan of the deployment's rows outer.
 		for _, query := range []string{
-			"SELECT agent, model_version, start_ns, data FROM telemetry_raw WHERE deployment = ? AND start_ns >= ? AND start_ns < ?" + filter,
-			"SELECT agent, model_version, minute, data FROM telemetry_rollup WHERE deployment = ? AND minute >= ? AND minute < ?" + filter,
+			`SELECT a.agent, r.model_version, r.start_ns, r.data FROM telemetry_raw r CROSS JOIN telemetry_agents a
+				WHERE r.deployment_id = (SELECT id FROM telemetry_totals WHERE deployment = ?) AND r.start_ns >= ? AND r.start_ns < ?
+				AND a.id = r.agent_id` + filter,
+			`SELECT a.agent, r.model_version, r.minute, r.data FROM telemetry_rollup r CROSS JOIN telemetry_agents a
+				WHERE r.deployment_id = (SELECT id FROM telemetry_totals WHERE deployment = ?) AND r.minute >= ? AND r.minute < ?
+				AND a.id = r.agent_id` + filter,
 		} {
 			if err := scanReq(ctx, tx, bt, query, args, aggs); err != nil {
 				return err
@@ -1005,8 +1053,8 @@ func (s *Store) AgentMetrics(ctx context.Context, id string, q hub.MetricsQuery)
 			return fmt.Errorf("agent %q: %w", id, hub.ErrNotFound)
 		}
 		for _, query := range []string{
-			"SELECT 1, " + agentAggCols + " FROM telemetry_agent_raw WHERE agent = ? AND start_ns >= ? AND start_ns < ?",
-			"SELECT batches, " + agentAggCols + " FROM telemetry_agent_rollup WHERE agent = ? AND minute >= ? AND minute < ?",
+			"SELECT 1, " + agentAggCols + " FROM telemetry_agent_raw WHERE agent_id = (SELECT id FROM telemetry_agents WHERE agent = ?) AND start_ns >= ? AND start_ns < ?",
+			"SELECT batches, " + agentAggCols + " FROM telemetry_agent_rollup WHERE agent_id = (SELECT id FROM telemetry_agents WHERE agent = ?) AND minute >= ? AND minute < ?",
 		} {
 			rows, err := tx.QueryContext(ctx, query, id, sinceNs, untilNs)
 			if err != nil {
@@ -1031,8 +1079,10 @@ func (s *Store) AgentMetrics(ctx context.Context, id string, q hub.MetricsQuery)
 		}
 		args := []any{id, sinceNs, untilNs}
 		for _, query := range []string{
-			"SELECT deployment, model_version, start_ns, data FROM telemetry_raw WHERE agent = ? AND start_ns >= ? AND start_ns < ?",
-			"SELECT deployment, model_version, minute, data FROM telemetry_rollup WHERE agent = ? AND minute >= ? AND minute < ?",
+			`SELECT t.deployment, r.model_version, r.start_ns, r.data FROM telemetry_raw r CROSS JOIN telemetry_totals t
+				WHERE r.agent_id = (SELECT id FROM telemetry_agents WHERE agent = ?) AND r.start_ns >= ? AND r.start_ns < ? AND t.id = r.deployment_id`,
+			`SELECT t.deployment, r.model_version, r.minute, r.data FROM telemetry_rollup r CROSS JOIN telemetry_totals t
+				WHERE r.agent_id = (SELECT id FROM telemetry_agents WHERE agent = ?) AND r.minute >= ? AND r.minute < ? AND t.id = r.deployment_id`,
 		} {
 			if err := scanReq(ctx, tx, bt, query, args, aggs); err != nil {
 				return err
@@ -1183,13 +1233,13 @@ func (s *Store) pruneChunk(ctx context.Context, res *hub.TelemetryPruned, fn fun
 }
 
 func (s *Store) pruneChunks(ctx context.Context, c pruneCuts, res *hub.TelemetryPruned) error {
-	var deployments, agents []string
+	var deployments, agents []int64
 	err := s.read(ctx, func(tx *sql.Tx) error {
 		var err error
-		if deployments, err = queryStrings(ctx, tx, "SELECT deployment FROM telemetry_totals"); err != nil {
+		if deployments, err = telemetryIDs(ctx, tx, "SELECT id FROM telemetry_totals"); err != nil {
 			return err
 		}
-		agents, err = queryStrings(ctx, tx, "SELECT agent FROM telemetry_agents")
+		agents, err = telemetryIDs(ctx, tx, "SELECT id FROM telemetry_agents")
 		return err
 	})
 	if err != nil {
@@ -1201,7 +1251,7 @@ func (s *Store) pruneChunks(ctx context.Context, c pruneCuts, res *hub.Telemetry
 			err := s.pruneChunk(ctx, res, func(tx *sql.Tx, bt *boundsTable, r *hub.TelemetryPruned) error {
 				for r.RawDeleted < pruneBudget {
 					var first sql.NullInt64
-					if err := tx.QueryRowContext(ctx, "SELECT min(start_ns) FROM telemetry_raw WHERE deployment = ?", dep).Scan(&first); err != nil {
+					if err := tx.QueryRowContext(ctx, "SELECT min(start_ns) FROM telemetry_raw WHERE deployment_id = ?", dep).Scan(&first); err != nil {
 						return err
 					}
 					if !first.Valid || first.Int64 >= c.raw {
@@ -1215,7 +1265,7 @@ func (s *Store) pruneChunks(ctx context.Context, c pruneCuts, res *hub.Telemetry
 				if !done {
 					return nil
 				}
-				d, err := tx.ExecContext(ctx, "DELETE FROM telemetry_rollup WHERE deployment = ? AND minute < ?", dep, c.rollups)
+				d, err := tx.ExecContext(ctx, "DELETE FROM telemetry_rollup WHERE deployment_id = ? AND minute < ?", dep, c.rollups)
 				if err != nil {
 					return err
 				}
@@ -1224,7 +1274,7 @@ func (s *Store) pruneChunks(ctx context.Context, c pruneCuts, res *hub.Telemetry
 				return nil
 			})
 			if err != nil {
-				return fmt.Errorf("deployment %q: %w", dep, err)
+				return fmt.Errorf("deployment %d: %w", dep, err)
 			}
 		}
 	}
@@ -1233,7 +1283,7 @@ func (s *Store) pruneChunks(ctx context.Context, c pruneCuts, res *hub.Telemetry
 		err := s.pruneChunk(ctx, res, func(tx *sql.Tx, _ *boundsTable, r *hub.TelemetryPruned) error {
 			for len(agents) > 0 && r.RawDeleted+r.RollupDeleted < pruneBudget {
 				if err := foldAgent(ctx, tx, agents[0], c.raw, c.rollups, r); err != nil {
-					return fmt.Errorf("agent %q: %w", agents[0], err)
+					return fmt.Errorf("agent %d: %w", agents[0], err)
 				}
 				agents = agents[1:]
 			}
@@ -1248,8 +1298,8 @@ func (s *Store) pruneChunks(ctx context.Context, c pruneCuts, res *hub.Telemetry
 	// rows per agent, so one transaction does.
 	return s.write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE telemetry_agents SET floor = max(floor, (SELECT max(hi)
-			FROM telemetry_seen WHERE telemetry_seen.agent = telemetry_agents.agent AND received_at < ?1))
-			WHERE agent IN (SELECT agent FROM telemetry_seen WHERE received_at < ?1)`, c.seen); err != nil {
+			FROM telemetry_seen WHERE agent_id = telemetry_agents.id AND received_at < ?1))
+			WHERE id IN (SELECT agent_id FROM telemetry_seen WHERE received_at < ?1)`, c.seen); err != nil {
 			return fmt.Errorf("raise dedup floors: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, "DELETE FROM telemetry_seen WHERE received_at < ?", c.seen); err != nil {
@@ -1259,15 +1309,15 @@ func (s *Store) pruneChunks(ctx context.Context, c pruneCuts, res *hub.Telemetry
 	})
 }
 
-func queryStrings(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]string, error) {
+func telemetryIDs(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]int64, error) {
 	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []string
+	var out []int64
 	for rows.Next() {
-		var v string
+		var v int64
 		if err := rows.Scan(&v); err != nil {
 			return nil, err
 		}
@@ -1277,16 +1327,14 @@ func queryStrings(ctx context.Context, tx *sql.Tx, query string, args ...any) ([
 }
 
 type rollupKey struct {
-	minute  int64
-	agent   string
-	version int64
+	minute, agent, version int64
 }
 
 // foldDeployment folds dep's raw rows that start before rawCut into
 // rollups and deletes them.
-func foldDeployment(ctx context.Context, tx *sql.Tx, bt *boundsTable, dep string, rawCut int64, res *hub.TelemetryPruned) error {
+func foldDeployment(ctx context.Context, tx *sql.Tx, bt *boundsTable, dep, rawCut int64, res *hub.TelemetryPruned) error {
 	groups := map[rollupKey]*reqData{}
-	rows, err := tx.QueryContext(ctx, "SELECT start_ns, agent, model_version, data FROM telemetry_raw WHERE deployment = ? AND start_ns < ?", dep, rawCut)
+	rows, err := tx.QueryContext(ctx, "SELECT start_ns, agent_id, model_version, data FROM telemetry_raw WHERE deployment_id = ? AND start_ns < ?", dep, rawCut)
 	if err != nil {
 		return err
 	}
@@ -1318,7 +1366,7 @@ func foldDeployment(ctx context.Context, tx *sql.Tx, bt *boundsTable, dep string
 	var buf []byte
 	for k, d := range groups {
 		var old []byte
-		err := tx.QueryRowContext(ctx, "SELECT data FROM telemetry_rollup WHERE deployment = ? AND minute = ? AND agent = ? AND model_version = ?",
+		err := tx.QueryRowContext(ctx, "SELECT data FROM telemetry_rollup WHERE deployment_id = ? AND minute = ? AND agent_id = ? AND model_version = ?",
 			dep, k.minute, k.agent, k.version).Scan(&old)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
@@ -1336,12 +1384,12 @@ func foldDeployment(ctx context.Context, tx *sql.Tx, bt *boundsTable, dep string
 		if buf, err = bt.encodeData(ctx, tx, d, buf); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, "INSERT OR REPLACE INTO telemetry_rollup (deployment, minute, agent, model_version, data) VALUES (?, ?, ?, ?, ?)",
+		if _, err := tx.ExecContext(ctx, "INSERT OR REPLACE INTO telemetry_rollup (deployment_id, minute, agent_id, model_version, data) VALUES (?, ?, ?, ?, ?)",
 			dep, k.minute, k.agent, k.version, buf); err != nil {
 			return err
 		}
 	}
-	r, err := tx.ExecContext(ctx, "DELETE FROM telemetry_raw WHERE deployment = ? AND start_ns < ?", dep, rawCut)
+	r, err := tx.ExecContext(ctx, "DELETE FROM telemetry_raw WHERE deployment_id = ? AND start_ns < ?", dep, rawCut)
 	if err != nil {
 		return err
 	}
@@ -1350,9 +1398,9 @@ func foldDeployment(ctx context.Context, tx *sql.Tx, bt *boundsTable, dep string
 	return nil
 }
 
-func foldAgent(ctx context.Context, tx *sql.Tx, agent string, rawCut, rollCut int64, res *hub.TelemetryPruned) error {
+func foldAgent(ctx context.Context, tx *sql.Tx, agent, rawCut, rollCut int64, res *hub.TelemetryPruned) error {
 	groups := map[int64]*agentAgg{}
-	rows, err := tx.QueryContext(ctx, "SELECT start_ns, 1, "+agentAggCols+" FROM telemetry_agent_raw WHERE agent = ? AND start_ns < ?", agent, rawCut)
+	rows, err := tx.QueryContext(ctx, "SELECT start_ns, 1, "+agentAggCols+" FROM telemetry_agent_raw WHERE agent_id = ? AND start_ns < ?", agent, rawCut)
 	if err != nil {
 		return err
 	}
@@ -1376,7 +1424,7 @@ func foldAgent(ctx context.Context, tx *sql.Tx, agent string, rawCut, rollCut in
 	}
 	for m, g := range groups {
 		var prev agentAgg
-		err := tx.QueryRowContext(ctx, "SELECT batches, "+agentAggCols+" FROM telemetry_agent_rollup WHERE agent = ? AND minute = ?", agent, m).Scan(prev.dest()...)
+		err := tx.QueryRowContext(ctx, "SELECT batches, "+agentAggCols+" FROM telemetry_agent_rollup WHERE agent_id = ? AND minute = ?", agent, m).Scan(prev.dest()...)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			res.RollupsAdded++
@@ -1385,20 +1433,20 @@ func foldAgent(ctx context.Context, tx *sql.Tx, agent string, rawCut, rollCut in
 		default:
 			g.add(prev)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO telemetry_agent_rollup (agent, minute, batches, `+agentAggCols+`)
+		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO telemetry_agent_rollup (agent_id, minute, batches, `+agentAggCols+`)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			agent, m, g.batches, g.endNs, g.durNs, g.cpuSeconds, g.hostCPUSeconds, g.figEndNs, g.fig.rss, g.fig.memTotal,
 			g.fig.memAvailable, g.fig.diskTotal, g.fig.diskFree, g.fig.uptime, g.fig.cache, g.fig.spool, g.dropped); err != nil {
 			return err
 		}
 	}
-	r, err := tx.ExecContext(ctx, "DELETE FROM telemetry_agent_raw WHERE agent = ? AND start_ns < ?", agent, rawCut)
+	r, err := tx.ExecContext(ctx, "DELETE FROM telemetry_agent_raw WHERE agent_id = ? AND start_ns < ?", agent, rawCut)
 	if err != nil {
 		return err
 	}
 	n, _ := r.RowsAffected()
 	res.RawDeleted += n
-	r, err = tx.ExecContext(ctx, "DELETE FROM telemetry_agent_rollup WHERE agent = ? AND minute < ?", agent, rollCut)
+	r, err = tx.ExecContext(ctx, "DELETE FROM telemetry_agent_rollup WHERE agent_id = ? AND minute < ?", agent, rollCut)
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,8 @@ const (
 )
 
 // benchTelemetry returns one group commit's uploads: every agent sends one
-// batch (seq) of 3 deployments with full histograms, 1s long.
+// batch (seq) of 3 deployments with full histograms, 1s long. Agent ids
+// have the length of real ones (32 hex digits).
 func benchTelemetry(seq int) []hub.TelemetryUpload {
 	start := telemetryT0.Add(time.Duration(seq-1) * time.Second)
 	uploads := make([]hub.TelemetryUpload, benchAgents)
@@ -30,7 +31,7 @@ func benchTelemetry(seq int) []hub.TelemetryUpload {
 		}
 		b := tbatch(uint64(seq), start, deps...)
 		b.EndUnixNano = start.Add(time.Second).UnixNano()
-		uploads[a] = hub.TelemetryUpload{Agent: fmt.Sprintf("agent-%04d", a), Batches: []*agentv1.TelemetryBatch{b}}
+		uploads[a] = hub.TelemetryUpload{Agent: fmt.Sprintf("%032x", a*7919+1), Batches: []*agentv1.TelemetryBatch{b}}
 	}
 	return uploads
 }
@@ -93,30 +94,47 @@ func BenchmarkTelemetryRawInsert(b *testing.B) {
 		b.Fatal(err)
 	}
 	cpu0 := cpuTime(b)
+	// Agents and deployments by id, as IngestTelemetry stores them.
+	agentIDs := make([]int64, benchAgents)
+	for a, u := range uploads {
+		r, err := st.DB().Exec("INSERT INTO telemetry_agents (agent, floor) VALUES (?, 0)", u.Agent)
+		if err != nil {
+			b.Fatal(err)
+		}
+		agentIDs[a], _ = r.LastInsertId()
+	}
+	depIDs := map[string]int64{}
+	for _, dep := range uploads[0].Batches[0].Deployments {
+		r, err := st.DB().Exec("INSERT INTO telemetry_totals (deployment, data) VALUES (?, x'')", dep.Name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		depIDs[dep.Name], _ = r.LastInsertId()
+	}
 	for i := 0; b.Loop(); i++ {
 		tx, err := st.DB().Begin()
 		if err != nil {
 			b.Fatal(err)
 		}
-		seen, _ := tx.Prepare("INSERT INTO telemetry_seen (agent, lo, hi, received_at) VALUES (?, ?, ?, ?)")
-		agentRaw, _ := tx.Prepare(`INSERT INTO telemetry_agent_raw (agent, start_ns, seq, end_ns, dur_ns, cpu_seconds,
+		seen, _ := tx.Prepare("INSERT INTO telemetry_seen (agent_id, lo, hi, received_at) VALUES (?, ?, ?, ?)")
+		agentRaw, _ := tx.Prepare(`INSERT INTO telemetry_agent_raw (agent_id, start_ns, seq, end_ns, dur_ns, cpu_seconds,
 			host_cpu_seconds, fig_end_ns, rss, mem_total, mem_available, disk_total, disk_free, uptime, cache, spool, dropped)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-		raw, err := tx.Prepare(`INSERT INTO telemetry_raw (deployment, start_ns, agent, seq, model_version, end_ns, data) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+		raw, err := tx.Prepare(`INSERT INTO telemetry_raw (deployment_id, start_ns, agent_id, seq, model_version, end_ns, data) VALUES (?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			b.Fatal(err)
 		}
 		start := telemetryT0.Add(time.Duration(i) * time.Second).UnixNano()
 		for a, u := range uploads {
 			seq := int64(i + 1)
-			if _, err := seen.Exec(u.Agent, seq, seq, start); err != nil {
+			if _, err := seen.Exec(agentIDs[a], seq, seq, start); err != nil {
 				b.Fatal(err)
 			}
-			if _, err := agentRaw.Exec(u.Agent, start, seq, start+1e9, 1e9, 0.5, 0.25, start+1e9, 1000, 0, 0, 1<<30, 1<<29, 10, 0, 0, 0); err != nil {
+			if _, err := agentRaw.Exec(agentIDs[a], start, seq, start+1e9, 1e9, 0.5, 0.25, start+1e9, 1000, 0, 0, 1<<30, 1<<29, 10, 0, 0, 0); err != nil {
 				b.Fatal(err)
 			}
 			for d, dep := range u.Batches[0].Deployments {
-				if _, err := raw.Exec(dep.Name, start, u.Agent, seq, 1, start+1e9, blobs[a*benchDeployments+d]); err != nil {
+				if _, err := raw.Exec(depIDs[dep.Name], start, agentIDs[a], seq, 1, start+1e9, blobs[a*benchDeployments+d]); err != nil {
 					b.Fatal(err)
 				}
 			}

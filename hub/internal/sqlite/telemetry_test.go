@@ -202,10 +202,11 @@ func TestTelemetryInvalidBatches(t *testing.T) {
 	if _, err := st.AgentMetrics(ctx, "a", hub.MetricsQuery{}); !errors.Is(err, hub.ErrNotFound) {
 		t.Errorf("metrics of an agent that sent only invalid batches: %v, want ErrNotFound", err)
 	}
-	for _, table := range []string{"telemetry_raw", "telemetry_agent_raw", "telemetry_seen"} {
+	// Only the 15 good batches (one deployment each) are in the tables.
+	for _, table := range []string{"telemetry_agents", "telemetry_raw", "telemetry_agent_raw", "telemetry_seen"} {
 		var n int
-		if err := st.DB().QueryRow("SELECT count(*) FROM " + table + " WHERE agent = 'a'").Scan(&n); err != nil || n != 0 {
-			t.Errorf("%s holds %d rows of the invalid batches (%v)", table, n, err)
+		if err := st.DB().QueryRow("SELECT count(*) FROM " + table).Scan(&n); err != nil || n != 15 {
+			t.Errorf("%s holds %d rows (%v), want 15: those of the good batches", table, n, err)
 		}
 	}
 	m, err := st.DeploymentMetrics(ctx, "fine", hub.MetricsQuery{})
@@ -707,7 +708,7 @@ func TestTelemetryDedupRuns(t *testing.T) {
 	}
 	runs := func() string {
 		t.Helper()
-		rows, err := st.DB().Query("SELECT lo, hi FROM telemetry_seen WHERE agent = 'a' ORDER BY lo")
+		rows, err := st.DB().Query("SELECT lo, hi FROM telemetry_seen WHERE agent_id = (SELECT id FROM telemetry_agents WHERE agent = 'a') ORDER BY lo")
 		if err != nil {
 			t.Fatal(err)
 		}
