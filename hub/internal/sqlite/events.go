@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -137,6 +138,31 @@ func (s *Store) ingestAgentEventsTx(ctx context.Context, tx *sql.Tx, agentID str
 		}
 		if err := insertEvent(ctx, tx, &e); err != nil {
 			return fmt.Errorf("agent %q telemetry seq %d: event %d: %w", agentID, b.GetSeq(), i, err)
+		}
+	}
+	// An accelerator's faults and CPU fallbacks in the interval become one
+	// event each per deployment (the agent reports them as counts).
+	for _, d := range b.GetDeployments() {
+		for _, f := range []struct {
+			kind, what string
+			n          uint64
+		}{
+			{hub.EventDeviceFault, "device faults", d.GetDeviceFaults()},
+			{hub.EventCPUFallback, "requests scored on the CPU while the device was down", d.GetCpuFallbacks()},
+		} {
+			if f.n == 0 {
+				continue
+			}
+			e := hub.Event{Kind: f.kind, Agent: agentID, Deployment: truncUTF8(d.GetName(), maxEventName),
+				Message: fmt.Sprintf("%d %s (backend now %q)", f.n, f.what, d.GetBackend()),
+				Time:    fromNanos(b.GetEndUnixNano()),
+				Attrs:   map[string]string{"count": strconv.FormatUint(f.n, 10), "model_version": strconv.FormatUint(uint64(d.GetModelVersion()), 10)}}
+			if b.GetEndUnixNano() <= 0 {
+				e.Time = s.now().UTC()
+			}
+			if err := insertEvent(ctx, tx, &e); err != nil {
+				return fmt.Errorf("agent %q telemetry seq %d: %s of %q: %w", agentID, b.GetSeq(), f.kind, d.GetName(), err)
+			}
 		}
 	}
 	return nil

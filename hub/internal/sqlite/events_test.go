@@ -320,3 +320,32 @@ func openBench(b *testing.B) *Store {
 	b.Cleanup(func() { st.Close() })
 	return st
 }
+
+// TestDeviceFiguresBecomeEvents: an FPGA agent's fault and fallback counts
+// in a batch are recorded as one event each per deployment; zero counts
+// record nothing.
+func TestDeviceFiguresBecomeEvents(t *testing.T) {
+	st, _ := openTest(t)
+	ctx := context.Background()
+	end := time.Date(2026, 3, 1, 0, 0, 10, 0, time.UTC)
+	b := &agentv1.TelemetryBatch{Seq: 1, EndUnixNano: end.UnixNano(), Deployments: []*agentv1.DeploymentTelemetry{
+		{Name: "digits", ModelVersion: 2, Backend: "cpu-fallback", DeviceFaults: 3, CpuFallbacks: 40},
+		{Name: "calm", ModelVersion: 1, Backend: "fpga"},
+	}}
+	if err := st.write(ctx, func(tx *sql.Tx) error { return st.ingestAgentEventsTx(ctx, tx, "fpga-1", b) }); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.ListEvents(ctx, hub.EventQuery{Agent: "fpga-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("got %d events, want a fault and a fallback: %+v", len(got), got)
+	}
+	if g := got[0]; g.Kind != hub.EventDeviceFault || g.Deployment != "digits" || g.Attrs["count"] != "3" || !g.Time.Equal(end) || !strings.Contains(g.Message, "3 device faults") {
+		t.Errorf("fault event = %+v", g)
+	}
+	if g := got[1]; g.Kind != hub.EventCPUFallback || g.Attrs["count"] != "40" || g.Attrs["model_version"] != "2" {
+		t.Errorf("fallback event = %+v", g)
+	}
+}
