@@ -105,6 +105,26 @@ func (g *ingester) OfferTelemetry(agent string, u *agentv1.TelemetryUpload) bool
 // run stores and acknowledges uploads until ctx ends. Uploads still queued
 // then are not acknowledged (the agents send them again to the next hub).
 func (g *ingester) run(ctx context.Context, ack telemetryAcker) {
+	// Acks are published by their own goroutine, so the next group is
+	// stored while the previous one's acks go out; at most ackBacklog
+	// groups wait for it (then commits wait: backpressure).
+	const ackBacklog = 4
+	toAck := make(chan []fleet.TelemetryAck, ackBacklog)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case acks := <-toAck:
+				if err := ack.AckTelemetry(ctx, acks...); err != nil {
+					// Stored: the agents' resends will be counted as duplicates.
+					g.log.Warn("telemetry stored but not all acknowledgements published; agents will send those uploads again", "uploads", len(acks), "error", err)
+				}
+			}
+		}
+	})
 	group := make([]pendingUpload, 0, g.cfg.MaxUploads)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -130,12 +150,19 @@ func (g *ingester) run(ctx context.Context, ack telemetryAcker) {
 			}
 		}
 		timer.Stop()
-		g.commit(ctx, ack, group)
+		if acks := g.commit(ctx, group); acks != nil {
+			select {
+			case toAck <- acks:
+			case <-ctx.Done():
+				return
+			}
+		}
 	}
 }
 
-// commit stores group in one call and acknowledges each upload.
-func (g *ingester) commit(ctx context.Context, ack telemetryAcker, group []pendingUpload) {
+// commit stores group in one call and returns the acks of its uploads,
+// or nil if the store failed.
+func (g *ingester) commit(ctx context.Context, group []pendingUpload) []fleet.TelemetryAck {
 	ups := make([]hub.TelemetryUpload, len(group))
 	acks := make([]fleet.TelemetryAck, len(group))
 	batches := 0
@@ -155,10 +182,10 @@ func (g *ingester) commit(ctx context.Context, ack telemetryAcker, group []pendi
 		g.failures.Add(1)
 		if ctx.Err() != nil {
 			g.log.Debug("telemetry not stored: hub shutting down; agents will send it again", "uploads", len(group), "error", err)
-			return
+			return nil
 		}
 		g.log.Error("telemetry not stored; agents will send it again", "uploads", len(group), "batches", batches, "error", err)
-		return
+		return nil
 	}
 	g.commits.Add(1)
 	g.uploads.Add(uint64(len(group)))
@@ -174,10 +201,7 @@ func (g *ingester) commit(ctx context.Context, ack telemetryAcker, group []pendi
 		}
 		g.log.Warn("telemetry batches rejected as invalid and skipped", "batches", res.Rejected, "first", first)
 	}
-	if err := ack.AckTelemetry(ctx, acks...); err != nil {
-		// Stored: the agents' resends will be counted as duplicates.
-		g.log.Warn("telemetry stored but not all acknowledgements published; agents will send those uploads again", "uploads", len(group), "error", err)
-	}
+	return acks
 }
 
 func (g *ingester) observe(d time.Duration) {
@@ -227,7 +251,7 @@ func (m telemetryMetrics) WritePrometheus(w io.Writer) error {
 	counter := func(name, help string, v uint64) {
 		bw.printf("# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
 	}
-	counter("atelier_telemetry_uploads_total", "Telemetry uploads stored and acknowledged.", c.Uploads)
+	counter("atelier_telemetry_uploads_total", "Telemetry uploads stored (each then acknowledged).", c.Uploads)
 	counter("atelier_telemetry_batches_ingested_total", "Telemetry batches stored for the first time.", c.Stored)
 	counter("atelier_telemetry_batches_duplicated_total", "Telemetry batches received again after being stored (skipped).", c.Duplicates)
 	counter("atelier_telemetry_batches_rejected_total", "Telemetry batches skipped as invalid (acknowledged, not stored).", c.Rejected)
