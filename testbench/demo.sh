@@ -81,7 +81,7 @@ step "Enroll an edge agent with a one-time join token"
 token="$(atelier agent token create -o json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')"
 [ -n "$token" ] || { echo "demo: no join token" >&2; exit 1; }
 # --listen 127.0.0.1:0: the agent picks a free loopback port and prints it first.
-atelier-agent run --hub "$ATELIER_HUB" --join-token "$token" --data "$work/agent" \
+atelier-agent run --hub "$ATELIER_HUB" --join-token "$token" --data "$work/agent" --telemetry-interval 1s \
   --listen 127.0.0.1:0 >"$work/agent.out" 2>"$work/agent.log" &
 agent_pid=$!
 endpoint=""
@@ -110,6 +110,14 @@ atelier deploy show digits
 step "Score the best run's held-out rows through the agent's endpoint"
 atelier run download "$best" heldout.csv --to "$work/best"
 go run ./testbench/cmd/scoreheldout --url "$endpoint" --model digits --csv "$work/best/heldout.csv"
+
+step "What the hub saw: the agent's telemetry and the event log"
+for _ in $(seq 1 100); do
+  atelier deploy metrics digits -o json | grep -q '"requests": *[1-9]' && break
+  sleep 0.1
+done
+atelier deploy metrics digits
+atelier events
 
 step "Stop the agent"
 kill -TERM "$agent_pid"
