@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/atelier-ml/atelier/hub"
@@ -147,6 +148,8 @@ const (
 	maxTelemetryName  = 256 // agent and deployment names
 	maxOutcomeName    = 64
 	maxOutcomes       = 32
+	maxMergedOutcomes = 64   // distinct outcomes in a rollup or the totals
+	maxBoundSets      = 4096 // distinct histogram bounds the store keeps
 	maxBatchEntries   = 1024 // deployment entries in one batch
 	maxHistBounds     = 256
 	maxTelemetryCount = 1 << 40 // one count; 2^24 such batches still sum below 2^64
@@ -225,11 +228,17 @@ type reqData struct {
 	h        [numHists]hist
 }
 
+// add merges o into d. Past maxMergedOutcomes distinct outcomes (agents
+// sending ever new names), further names count as "other", so merged
+// rows and totals stay bounded.
 func (d *reqData) add(o *reqData) {
 	if d.outcomes == nil {
 		d.outcomes = make(map[string]uint64, len(o.outcomes))
 	}
 	for k, v := range o.outcomes {
+		if _, ok := d.outcomes[k]; !ok && len(d.outcomes) >= maxMergedOutcomes {
+			k = "other"
+		}
 		d.outcomes[k] += v
 	}
 	for i := range d.h {
@@ -241,6 +250,31 @@ func (d *reqData) add(o *reqData) {
 type boundsTable struct {
 	ids    map[string]int64
 	bounds map[int64][]float64
+	// recent are the last bounds looked up (a fleet uses a few), compared
+	// before encoding a key.
+	recent []recentBounds
+}
+
+type recentBounds struct {
+	bounds []float64
+	id     int64
+}
+
+// lookup returns the id of b if the store has it.
+func (t *boundsTable) lookup(b []float64) (int64, bool) {
+	for _, r := range t.recent {
+		if slices.Equal(r.bounds, b) {
+			return r.id, true
+		}
+	}
+	id, ok := t.ids[string(encodeBounds(b))]
+	if ok {
+		if len(t.recent) == 8 {
+			t.recent = t.recent[1:]
+		}
+		t.recent = append(t.recent, recentBounds{t.bounds[id], id})
+	}
+	return id, ok
 }
 
 func encodeBounds(b []float64) []byte {
@@ -277,12 +311,39 @@ func loadBounds(ctx context.Context, q querier) (*boundsTable, error) {
 	return t, nil
 }
 
+// room checks that the histogram bounds of b new to the store fit in
+// maxBoundSets: every row repeats its bounds' id, and the table is read
+// whole by every ingest and query, so agents sending ever new bounds must
+// not grow it without end.
+func (t *boundsTable) room(b *agentv1.TelemetryBatch) error {
+	var fresh map[string]bool
+	for _, d := range b.GetDeployments() {
+		for _, h := range []*agentv1.Histogram{d.GetQueueSeconds(), d.GetComputeSeconds(), d.GetRequestSeconds(), d.GetBatchSize()} {
+			if len(h.GetCounts()) == 0 {
+				continue
+			}
+			if _, ok := t.lookup(h.GetBounds()); ok {
+				continue
+			}
+			if fresh == nil {
+				fresh = map[string]bool{}
+			}
+			fresh[string(encodeBounds(h.GetBounds()))] = true
+		}
+	}
+	if len(fresh) > 0 && len(t.ids)+len(fresh) > maxBoundSets {
+		return fmt.Errorf("histogram bounds: %d new sets of bounds, the store holds %d of at most %d: expected the bounds the fleet already uses",
+			len(fresh), len(t.ids), maxBoundSets)
+	}
+	return nil
+}
+
 // intern returns the id of b, inserting it if new.
 func (t *boundsTable) intern(ctx context.Context, tx *sql.Tx, b []float64) (int64, error) {
-	key := encodeBounds(b)
-	if id, ok := t.ids[string(key)]; ok {
+	if id, ok := t.lookup(b); ok {
 		return id, nil
 	}
+	key := encodeBounds(b)
 	r, err := tx.ExecContext(ctx, "INSERT INTO telemetry_bounds (bounds) VALUES (?)", key)
 	if err != nil {
 		return 0, fmt.Errorf("store histogram bounds: %w", err)
@@ -341,7 +402,7 @@ func (t *boundsTable) decodeData(b []byte) (*reqData, error) {
 		return v, nil
 	}
 	n, err := next()
-	if err != nil || n > maxOutcomes {
+	if err != nil || n > uint64(len(b)) {
 		return nil, errBadData
 	}
 	d.outcomes = make(map[string]uint64, n)
@@ -569,6 +630,9 @@ func (s *Store) IngestTelemetry(ctx context.Context, uploads []hub.TelemetryUplo
 			return err
 		}
 		defer ins.close()
+		if err := ins.loadAgents(ctx, tx, uploads); err != nil {
+			return err
+		}
 		totals := map[string]*depTotals{}
 		var buf []byte
 		for _, u := range uploads {
@@ -581,6 +645,13 @@ func (s *Store) IngestTelemetry(ctx context.Context, uploads []hub.TelemetryUplo
 					continue
 				}
 				if err := checkBatch(b, now); err != nil {
+					res.Rejected++
+					err = fmt.Errorf("telemetry of agent %q seq %d: %w: %w", u.Agent, b.GetSeq(), err, hub.ErrInvalid)
+					res.Invalid = append(res.Invalid, err)
+					s.log.Warn("telemetry batch rejected", "agent", u.Agent, "seq", b.GetSeq(), "err", err)
+					continue
+				}
+				if err := bt.room(b); err != nil {
 					res.Rejected++
 					err = fmt.Errorf("telemetry of agent %q seq %d: %w: %w", u.Agent, b.GetSeq(), err, hub.ErrInvalid)
 					res.Invalid = append(res.Invalid, err)
@@ -694,7 +765,9 @@ func writeTotals(ctx context.Context, tx *sql.Tx, bt *boundsTable, name string, 
 
 // ingestStmts are IngestTelemetry's prepared statements.
 type ingestStmts struct {
-	findAgent, addAgent, extendLast, findRun, extendRun, addRun, raw, agentRaw *sql.Stmt
+	agents map[string]agentRef // of this call's uploads, by name
+
+	addAgent, extendLast, findRun, extendRun, addRun, raw, agentRaw *sql.Stmt
 }
 
 func prepareIngest(ctx context.Context, tx *sql.Tx) (*ingestStmts, error) {
@@ -703,7 +776,6 @@ func prepareIngest(ctx context.Context, tx *sql.Tx) (*ingestStmts, error) {
 		s **sql.Stmt
 		q string
 	}{
-		{&st.findAgent, "SELECT id, floor FROM telemetry_agents WHERE agent = ?"},
 		{&st.addAgent, "INSERT INTO telemetry_agents (agent, floor) VALUES (?, 0)"},
 		// The common case in one statement: seq extends the run that
 		// starts closest below it (so no run starts at seq).
@@ -730,26 +802,68 @@ func prepareIngest(ctx context.Context, tx *sql.Tx) (*ingestStmts, error) {
 }
 
 func (st *ingestStmts) close() {
-	for _, s := range []*sql.Stmt{st.findAgent, st.addAgent, st.extendLast, st.findRun, st.extendRun, st.addRun, st.raw, st.agentRaw} {
+	for _, s := range []*sql.Stmt{st.addAgent, st.extendLast, st.findRun, st.extendRun, st.addRun, st.raw, st.agentRaw} {
 		if s != nil {
 			s.Close()
 		}
 	}
 }
 
+// loadAgents reads the rows of the uploads' agents, a few hundred names
+// per query (one query per agent costs a fifth of the ingestion).
+func (st *ingestStmts) loadAgents(ctx context.Context, tx *sql.Tx, uploads []hub.TelemetryUpload) error {
+	st.agents = make(map[string]agentRef, len(uploads))
+	var names []any
+	flush := func() error {
+		if len(names) == 0 {
+			return nil
+		}
+		rows, err := tx.QueryContext(ctx, "SELECT agent, id, floor FROM telemetry_agents WHERE agent IN (?"+strings.Repeat(", ?", len(names)-1)+")", names...)
+		if err != nil {
+			return fmt.Errorf("read agents: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name string
+			var a agentRef
+			if err := rows.Scan(&name, &a.id, &a.floor); err != nil {
+				return fmt.Errorf("read agents: %w", err)
+			}
+			st.agents[name] = a
+		}
+		names = names[:0]
+		return rows.Err()
+	}
+	seen := make(map[string]bool, len(uploads))
+	for _, u := range uploads {
+		if seen[u.Agent] || len(u.Agent) > maxTelemetryName {
+			continue
+		}
+		seen[u.Agent] = true
+		if names = append(names, u.Agent); len(names) == 500 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
 // agentRef returns agent's row, creating it if new.
 func (st *ingestStmts) agentRef(ctx context.Context, agent string) (agentRef, error) {
-	var a agentRef
-	err := st.findAgent.QueryRowContext(ctx, agent).Scan(&a.id, &a.floor)
-	if !errors.Is(err, sql.ErrNoRows) {
-		return a, err
+	if a, ok := st.agents[agent]; ok {
+		return a, nil
 	}
 	r, err := st.addAgent.ExecContext(ctx, agent)
 	if err != nil {
-		return a, err
+		return agentRef{}, err
 	}
-	a.id, err = r.LastInsertId()
-	return a, err
+	a := agentRef{}
+	if a.id, err = r.LastInsertId(); err != nil {
+		return agentRef{}, err
+	}
+	st.agents[agent] = a
+	return a, nil
 }
 
 // record adds seq to the agent's seen runs and reports whether it is new:
@@ -1169,8 +1283,8 @@ func (s *Store) TelemetryTotals(ctx context.Context) ([]hub.DeploymentTotals, er
 // Raw rows whose batch started before now-p.Raw, rounded down to the
 // minute, are folded into their minute's rollup (added to it if it exists:
 // a late batch joins its minute) and deleted in the same transaction;
-// rollups whose minute is before now-p.Rollups are deleted; exact dedup
-// records received before now-p.Raw are deleted in the transaction that
+// rollups whose minute is before now-p.Rollups are deleted; dedup runs
+// last extended before now-p.Raw are deleted in the transaction that
 // raises their agents' floors (see migTelemetry). The work is split into
 // transactions of about pruneBudget rows (one deployment-minute, or
 // several, at a time), so ingestion waits for one chunk at most, never for

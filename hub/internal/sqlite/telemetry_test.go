@@ -749,3 +749,47 @@ func TestTelemetryDedupRuns(t *testing.T) {
 		t.Errorf("after prune: floor %d (%v), runs %q; want 13 and none", floor, err, runs())
 	}
 }
+
+// TestTelemetryBoundedGrowth checks that agents sending ever new outcome
+// names or histogram bounds cannot grow merged rows or the bounds table
+// without end.
+func TestTelemetryBoundedGrowth(t *testing.T) {
+	ctx := context.Background()
+	st, _ := openTelemetry(t)
+	var bs []*agentv1.TelemetryBatch
+	for i := range 3 {
+		d := &agentv1.DeploymentTelemetry{Name: "d", Requests: map[string]uint64{}}
+		for j := range maxOutcomes {
+			d.Requests[fmt.Sprintf("o%d-%d", i, j)] = 1
+		}
+		bs = append(bs, tbatch(uint64(i+1), telemetryT0, d))
+	}
+	if res := ingest(t, st, hub.TelemetryUpload{Agent: "a", Batches: bs}); res.Stored != 3 {
+		t.Fatalf("ingest = %+v", res)
+	}
+	tot, err := st.TelemetryTotals(ctx)
+	if err != nil || len(tot) != 1 {
+		t.Fatal(tot, err)
+	}
+	var n uint64
+	for _, c := range tot[0].Requests {
+		n += c
+	}
+	if len(tot[0].Requests) != maxMergedOutcomes+1 || tot[0].Requests["other"] != 3*maxOutcomes-maxMergedOutcomes || n != 3*maxOutcomes {
+		t.Errorf("totals hold %d outcomes (other %d), %d requests; want %d, %d, %d", len(tot[0].Requests), tot[0].Requests["other"], n,
+			maxMergedOutcomes+1, 3*maxOutcomes-maxMergedOutcomes, 3*maxOutcomes)
+	}
+
+	bs = nil
+	for i := range maxBoundSets + 1 {
+		d := &agentv1.DeploymentTelemetry{Name: "e", Requests: map[string]uint64{"ok": 1},
+			RequestSeconds: &agentv1.Histogram{Bounds: []float64{float64(i + 1)}, Counts: []uint64{1, 0}}}
+		bs = append(bs, tbatch(uint64(i+1), telemetryT0, d))
+	}
+	res := ingest(t, st, hub.TelemetryUpload{Agent: "b", Batches: bs})
+	// The first batches had no histograms: 4096 sets fit, the last is refused.
+	if want := maxBoundSets; res.Stored != want || res.Rejected != len(bs)-want ||
+		!strings.Contains(res.Invalid[0].Error(), "histogram bounds: 1 new sets of bounds, the store holds 4096 of at most 4096") {
+		t.Errorf("ingest = %d stored, %d rejected (%v); want %d stored", res.Stored, res.Rejected, res.Invalid, want)
+	}
+}
