@@ -68,7 +68,7 @@ type ingester struct {
 	log   *slog.Logger
 	in    chan pendingUpload
 
-	uploads, stored, duplicates, rejected, failures, commits atomic.Uint64
+	uploads, stored, duplicates, rejected, failures, commits, points atomic.Uint64
 
 	mu       sync.Mutex // guards the histogram
 	buckets  [ingestBuckets + 1]uint64
@@ -175,6 +175,12 @@ func (g *ingester) commit(ctx context.Context, group []pendingUpload) []fleet.Te
 		acks[i] = fleet.TelemetryAck{Agent: p.agent, ThroughSeq: last}
 		batches += len(p.u.GetBatches())
 	}
+	var points uint64
+	for _, u := range ups {
+		for _, b := range u.Batches {
+			points += batchPoints(b)
+		}
+	}
 	start := time.Now()
 	res, err := g.store.IngestTelemetry(ctx, ups)
 	g.observe(time.Since(start))
@@ -188,6 +194,7 @@ func (g *ingester) commit(ctx context.Context, group []pendingUpload) []fleet.Te
 		return nil
 	}
 	g.commits.Add(1)
+	g.points.Add(points)
 	g.uploads.Add(uint64(len(group)))
 	g.stored.Add(uint64(res.Stored))
 	g.duplicates.Add(uint64(res.Duplicates))
@@ -219,12 +226,34 @@ func (g *ingester) observe(d time.Duration) {
 
 // ingestCounters are the ingester's totals since the hub started.
 type ingestCounters struct {
-	Uploads, Stored, Duplicates, Rejected, Failures, Commits uint64
+	Uploads, Stored, Duplicates, Rejected, Failures, Commits, Points uint64
+}
+
+// batchPoints counts the values a batch carries: request counters,
+// histogram buckets, feature statistics and sketch buckets, captured
+// inputs, host figures and events (what bench telemetry reports as
+// points).
+func batchPoints(b *agentv1.TelemetryBatch) uint64 {
+	const hostFigures = 10 // the fields of agentv1.AgentTelemetry
+	n := uint64(len(b.GetEvents()))
+	if b.GetAgent() != nil {
+		n += hostFigures
+	}
+	for _, d := range b.GetDeployments() {
+		n += uint64(len(d.GetRequests()) + len(d.GetCaptured()))
+		for _, h := range []*agentv1.Histogram{d.GetQueueSeconds(), d.GetComputeSeconds(), d.GetRequestSeconds(), d.GetBatchSize()} {
+			n += uint64(len(h.GetCounts()))
+		}
+		for _, f := range d.GetFeatures() {
+			n += 6 + uint64(len(f.GetSketch().GetCounts())) // count, mean, m2, min, max, NaN count
+		}
+	}
+	return n
 }
 
 func (g *ingester) counters() ingestCounters {
 	return ingestCounters{Uploads: g.uploads.Load(), Stored: g.stored.Load(), Duplicates: g.duplicates.Load(), Rejected: g.rejected.Load(),
-		Failures: g.failures.Load(), Commits: g.commits.Load()}
+		Failures: g.failures.Load(), Commits: g.commits.Load(), Points: g.points.Load()}
 }
 
 // withMetrics serves GET /metrics (the API's store series and the
@@ -253,6 +282,7 @@ func (m telemetryMetrics) WritePrometheus(w io.Writer) error {
 	}
 	counter("atelier_telemetry_uploads_total", "Telemetry uploads stored (each then acknowledged).", c.Uploads)
 	counter("atelier_telemetry_batches_ingested_total", "Telemetry batches stored for the first time.", c.Stored)
+	counter("atelier_telemetry_points_received_total", "Values carried by the telemetry batches stored or skipped as duplicates (counters, histogram buckets, feature statistics, sketch buckets, host figures).", c.Points)
 	counter("atelier_telemetry_batches_duplicated_total", "Telemetry batches received again after being stored (skipped).", c.Duplicates)
 	counter("atelier_telemetry_batches_rejected_total", "Telemetry batches skipped as invalid (acknowledged, not stored).", c.Rejected)
 	counter("atelier_telemetry_ingest_transactions_total", "Group commits of telemetry uploads.", c.Commits)

@@ -627,3 +627,21 @@ func BenchmarkTelemetryThroughHub(b *testing.B) {
 		}
 	}
 }
+
+func TestBatchPoints(t *testing.T) {
+	b := &agentv1.TelemetryBatch{
+		Agent:  &agentv1.AgentTelemetry{},
+		Events: []*agentv1.AgentEvent{{Kind: "rollback"}},
+		Deployments: []*agentv1.DeploymentTelemetry{{
+			Requests:       map[string]uint64{"ok": 3, "error": 1},
+			RequestSeconds: &agentv1.Histogram{Bounds: []float64{1, 2}, Counts: []uint64{1, 2, 1}},
+			BatchSize:      &agentv1.Histogram{Bounds: []float64{1}, Counts: []uint64{4, 0}},
+			Features:       []*agentv1.FeatureSummary{{Sketch: &agentv1.Sketch{Keys: []int32{1, 2}, Counts: []uint64{1, 3}}}, {}},
+			Captured:       [][]byte{[]byte(`{}`)},
+		}},
+	}
+	// 10 host figures + 1 event + 2 outcomes + 1 capture + 3+2 buckets + (6+2) + 6 feature values.
+	if got, want := batchPoints(b), uint64(10+1+2+1+5+8+6); got != want {
+		t.Fatalf("batchPoints = %d, want %d", got, want)
+	}
+}

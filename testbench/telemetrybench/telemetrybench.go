@@ -36,7 +36,7 @@ const (
 const (
 	metricRequests = "atelier_deployment_requests_total"
 	metricBatches  = "atelier_telemetry_batches_ingested_total"
-	metricPoints   = "atelier_telemetry_points_ingested_total"
+	metricPoints   = "atelier_telemetry_points_received_total"
 )
 
 // Result is what Run measures.

@@ -14,7 +14,7 @@ atelier_deployment_requests_total{deployment="bench",outcome="ok"} 120
 atelier_deployment_requests_total{deployment="bench",outcome="error"} 3
 atelier_deployment_requests_total{deployment="other",outcome="ok"} 1000
 atelier_telemetry_batches_ingested_total 42
-atelier_telemetry_points_ingested_total 4.2e+06
+atelier_telemetry_points_received_total 4.2e+06
 `
 	c, err := parseMetrics(strings.NewReader(in))
 	if err != nil {
