@@ -3,6 +3,7 @@ package telemetrybench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -45,5 +46,30 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestRunSmallWithOutage runs the whole benchmark at a small size (5
+// agents reporting every second, 2 s measured, then the hub killed with -9
+// for 2 s and restarted) and checks that every request the fleet scored is
+// counted by the hub exactly once, and the report's shape; not how fast
+// anything is.
+func TestRunSmallWithOutage(t *testing.T) {
+	var out bytes.Buffer
+	if err := Run(context.Background(), []string{"--agents", "5", "--seconds", "2", "--outage", "2s", "--json", "--dir", t.TempDir()}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var r Result
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if r.Requests == 0 || r.Counted != r.Requests || r.Lost != 0 || r.Duplicated != 0 {
+		t.Fatalf("the fleet scored %d requests, the hub counts %d (lost %d, duplicated %d)", r.Requests, r.Counted, r.Lost, r.Duplicated)
+	}
+	if r.BacklogRequests == 0 || r.BacklogRequests > r.Requests || r.DrainSeconds <= 0 || r.OutageSeconds != 2 {
+		t.Fatalf("outage %v s, backlog %d of %d requests, drained in %v s", r.OutageSeconds, r.BacklogRequests, r.Requests, r.DrainSeconds)
+	}
+	if r.BatchesPerSec <= 0 || r.PointsPerSec <= r.BatchesPerSec || r.HubCPUCores < 0 || r.HubRSSMiB <= 0 {
+		t.Fatalf("steady state: %v batches/s, %v points/s, %v cores, %v MiB", r.BatchesPerSec, r.PointsPerSec, r.HubCPUCores, r.HubRSSMiB)
 	}
 }
