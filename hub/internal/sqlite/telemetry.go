@@ -977,6 +977,22 @@ func (r *reqAgg) add(version int, startNs int64, d *reqData) {
 	r.data.add(d)
 }
 
+// merge adds o to r.
+func (r *reqAgg) merge(o *reqAgg) {
+	if o.versions == nil {
+		return
+	}
+	if r.versions == nil {
+		r.versions = map[int]bool{}
+		r.minNs = o.minNs
+	}
+	for v := range o.versions {
+		r.versions[v] = true
+	}
+	r.minNs = min(r.minNs, o.minNs)
+	r.data.add(&o.data)
+}
+
 // metrics turns r into RequestMetrics over a window of seconds (from the
 // first row when seconds is 0: an open window).
 func (r *reqAgg) metrics(seconds float64, untilNs int64) hub.RequestMetrics {
@@ -1101,10 +1117,7 @@ func (s *Store) DeploymentMetrics(ctx context.Context, name string, q hub.Metric
 	out.Agents = []hub.RequestMetrics{}
 	for _, a := range slices.Sorted(maps.Keys(aggs)) {
 		r := aggs[a]
-		for v := range r.versions {
-			total.add(v, r.minNs, &reqData{})
-		}
-		total.data.add(&r.data)
+		total.merge(r)
 		m := r.metrics(secs, untilNs)
 		m.Agent = a
 		m.Deployment = name
