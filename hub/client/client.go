@@ -413,7 +413,24 @@ func (c *Client) streamLogsOnce(ctx context.Context, ws, id string, last *int64,
 	if follow {
 		q.Set("follow", "true")
 	}
-	path := apiPath("workspaces", ws, "runs", id, "logs")
+	return readNDJSON(ctx, c, apiPath("workspaces", ws, "runs", id, "logs"), q, "log", func(l hub.LogLine) (bool, error) {
+		if l.Seq > 0 && l.Seq <= *last {
+			return false, nil // already delivered before a reconnect
+		}
+		if err := fn(l); err != nil {
+			return false, err
+		}
+		*last = max(*last, l.Seq)
+		return true, nil
+	})
+}
+
+// readNDJSON GETs path with q and decodes the NDJSON stream of T it
+// answers, calling deliver with each value until the stream ends (nil) or
+// breaks. deliver reports whether it delivered the value (false: skipped,
+// say, as seen before a reconnect); its error is returned as an fnError.
+// It returns how many values were delivered.
+func readNDJSON[T any](ctx context.Context, c *Client, path string, q url.Values, what string, deliver func(T) (bool, error)) (int, error) {
 	req, err := c.newRequest(ctx, http.MethodGet, path, q, nil)
 	if err != nil {
 		return 0, err
@@ -427,22 +444,19 @@ func (c *Client) streamLogsOnce(ctx context.Context, ws, id string, last *int64,
 	dec := json.NewDecoder(resp.Body)
 	n := 0
 	for {
-		var l hub.LogLine
-		if err := dec.Decode(&l); err != nil {
+		var v T
+		if err := dec.Decode(&v); err != nil {
 			if errors.Is(err, io.EOF) {
 				return n, nil
 			}
-			return n, fmt.Errorf("GET %s: read log stream: %w", path, err)
+			return n, fmt.Errorf("GET %s: read %s stream: %w", path, what, err)
 		}
-		if l.Seq > 0 && l.Seq <= *last {
-			continue // already delivered before a reconnect
-		}
-		if err := fn(l); err != nil {
+		ok, err := deliver(v)
+		if err != nil {
 			return n, fnError{err}
 		}
-		n++
-		if l.Seq > *last {
-			*last = l.Seq
+		if ok {
+			n++
 		}
 	}
 }

@@ -2,11 +2,7 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"strconv"
 	"time"
@@ -121,34 +117,14 @@ func (c *Client) StreamEvents(ctx context.Context, q hub.EventQuery, follow bool
 // streamEventsOnce reads one event stream and returns how many events it
 // delivered; an error of fn is returned as an fnError.
 func (c *Client) streamEventsOnce(ctx context.Context, q hub.EventQuery, follow bool, fn func(hub.Event) error) (int, error) {
-	const path = "/api/v1/events"
-	req, err := c.newRequest(ctx, http.MethodGet, path, eventValues(q, follow), nil)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Accept", "application/x-ndjson")
-	resp, err := c.send(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	dec := json.NewDecoder(resp.Body)
-	n := 0
-	for {
-		var e hub.Event
-		if err := dec.Decode(&e); err != nil {
-			if errors.Is(err, io.EOF) {
-				return n, nil
-			}
-			return n, fmt.Errorf("GET %s: read event stream: %w", path, err)
-		}
+	return readNDJSON(ctx, c, "/api/v1/events", eventValues(q, follow), "event", func(e hub.Event) (bool, error) {
 		if e.ID <= q.After {
-			continue // already delivered before a reconnect
+			return false, nil // already delivered before a reconnect
 		}
 		if err := fn(e); err != nil {
-			return n, fnError{err}
+			return false, err
 		}
-		n++
 		q.After = e.ID
-	}
+		return true, nil
+	})
 }
