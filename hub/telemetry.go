@@ -133,7 +133,16 @@ type DeploymentTotals struct {
 	Requests map[string]uint64
 	// RequestSeconds is the cumulative request latency histogram (bounds in
 	// seconds, per-bucket counts, len(Counts) == len(Bounds)+1).
-	RequestSeconds agentv1.Histogram
+	RequestSeconds Histogram
+}
+
+// Histogram is a fixed-bucket histogram: Counts has len(Bounds)+1
+// entries, the last for values above every bound; counts are per bucket,
+// not cumulative.
+type Histogram struct {
+	Bounds []float64
+	Counts []uint64
+	Sum    float64
 }
 
 // TelemetryRetention is how long telemetry is kept.

@@ -213,7 +213,7 @@ func (a *API) writePrometheus(r *http.Request, buf *bytes.Buffer, src []MetricsS
 	for i := range totals {
 		t := &totals[i]
 		h := &t.RequestSeconds
-		bounds, counts := h.GetBounds(), h.GetCounts()
+		bounds, counts := h.Bounds, h.Counts
 		if len(counts) != len(bounds)+1 {
 			continue // no histogram (no request yet) or a malformed one
 		}
@@ -225,7 +225,7 @@ func (a *API) writePrometheus(r *http.Request, buf *bytes.Buffer, src []MetricsS
 		}
 		cum += counts[len(bounds)]
 		fmt.Fprintf(buf, "%s_bucket{deployment=\"%s\",le=\"+Inf\"} %d\n", dur, d, cum)
-		fmt.Fprintf(buf, "%s_sum{deployment=\"%s\"} %s\n%s_count{deployment=\"%s\"} %d\n", dur, d, promFloat(h.GetSum()), dur, d, cum)
+		fmt.Fprintf(buf, "%s_sum{deployment=\"%s\"} %s\n%s_count{deployment=\"%s\"} %d\n", dur, d, promFloat(h.Sum), dur, d, cum)
 	}
 	for _, s := range src {
 		if err := s.WritePrometheus(buf); err != nil {
