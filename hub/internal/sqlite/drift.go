@@ -164,21 +164,35 @@ type featureKey struct {
 	idx   int
 }
 
-// ingestFeaturesTx stores the feature summaries and captured inputs of one
-// new (not duplicate) telemetry batch of agentID, inside
-// IngestTelemetry's transaction. A summary or capture that fails
-// validation is skipped with a warning naming it; the rest is stored.
-// Only database errors are returned.
-func (s *Store) ingestFeaturesTx(ctx context.Context, tx *sql.Tx, agentID string, b *agentv1.TelemetryBatch) error {
+// featureAcc merges the feature summaries of every batch stored by one
+// IngestTelemetry transaction in memory, so that each (deployment, model
+// version, minute) is read and written once per transaction rather than
+// once per batch: with a fleet reporting every second, one group commit
+// holds hundreds of batches of the same deployment and minute.
+type featureAcc struct {
+	groups map[featureGroup]*featureGroupAgg
+	order  []featureGroup
+}
+
+type featureGroup struct {
+	deployment      string
+	version, minute int64
+}
+
+type featureGroupAgg struct {
+	merged map[featureKey]*featureAgg
+	order  []featureKey
+}
+
+func newFeatureAcc() *featureAcc { return &featureAcc{groups: map[featureGroup]*featureGroupAgg{}} }
+
+// ingestFeaturesTx takes the feature summaries of one new (not duplicate)
+// telemetry batch of agentID into acc and stores its captured inputs,
+// inside IngestTelemetry's transaction. Summaries that are malformed or
+// beyond the limits are skipped with a warning naming them; the rest of
+// the batch is kept. flushFeaturesTx writes acc at the end.
+func (s *Store) ingestFeaturesTx(ctx context.Context, tx *sql.Tx, acc *featureAcc, agentID string, b *agentv1.TelemetryBatch) error {
 	minute := minuteOf(b.GetStartUnixNano())
-	var get, put *sql.Stmt
-	defer func() {
-		for _, st := range []*sql.Stmt{get, put} {
-			if st != nil {
-				st.Close()
-			}
-		}
-	}()
 	for _, d := range b.GetDeployments() {
 		feats := d.GetFeatures()
 		if len(feats) > maxFeaturesPerEntry {
@@ -186,8 +200,7 @@ func (s *Store) ingestFeaturesTx(ctx context.Context, tx *sql.Tx, agentID string
 				"err", fmt.Sprintf("%d feature summaries, at most %d expected", len(feats), maxFeaturesPerEntry))
 			feats = nil
 		}
-		merged := map[featureKey]*featureAgg{}
-		var order []featureKey
+		var g *featureGroupAgg
 		for i, f := range feats {
 			agg, err := checkFeature(f)
 			if err != nil {
@@ -195,39 +208,56 @@ func (s *Store) ingestFeaturesTx(ctx context.Context, tx *sql.Tx, agentID string
 					"feature", i, "err", fmt.Errorf("features[%d]: %w", i, err))
 				continue
 			}
+			if g == nil {
+				key := featureGroup{d.GetName(), int64(d.GetModelVersion()), minute}
+				if g = acc.groups[key]; g == nil {
+					g = &featureGroupAgg{merged: map[featureKey]*featureAgg{}}
+					acc.groups[key] = g
+					acc.order = append(acc.order, key)
+				}
+			}
 			k := featureKey{f.GetInput(), int(f.GetIndex())}
-			if m := merged[k]; m != nil {
+			if m := g.merged[k]; m != nil {
 				m.add(agg)
 			} else {
-				merged[k] = agg
-				order = append(order, k)
+				g.merged[k] = agg
+				g.order = append(g.order, k)
 			}
 		}
-		if len(order) > 0 && get == nil {
-			var err error
-			if get, err = tx.PrepareContext(ctx, `SELECT input, idx, count, mean, m2, min, max, nan_count, sketch FROM drift_features
-				WHERE deployment = ? AND version = ? AND minute = ?`); err != nil {
-				return err
-			}
-			if put, err = tx.PrepareContext(ctx, `INSERT OR REPLACE INTO drift_features
-				(deployment, version, minute, input, idx, count, mean, m2, min, max, nan_count, sketch)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
-				return err
-			}
+		if err := s.captureTx(ctx, tx, agentID, b, d); err != nil {
+			return err
 		}
-		if len(order) == 0 {
-			if err := s.captureTx(ctx, tx, agentID, b, d); err != nil {
-				return err
-			}
-			continue
-		}
-		// One read of the minute's stored rows, then one write per feature.
-		stored, err := minuteRows(ctx, get, d.GetName(), int64(d.GetModelVersion()), minute, merged)
+	}
+	return nil
+}
+
+// flushFeaturesTx merges what acc holds into the stored rows: one read of
+// each (deployment, version, minute), then one write per feature.
+func (s *Store) flushFeaturesTx(ctx context.Context, tx *sql.Tx, acc *featureAcc) error {
+	if len(acc.order) == 0 {
+		return nil
+	}
+	get, err := tx.PrepareContext(ctx, `SELECT input, idx, count, mean, m2, min, max, nan_count, sketch FROM drift_features
+		WHERE deployment = ? AND version = ? AND minute = ?`)
+	if err != nil {
+		return err
+	}
+	defer get.Close()
+	put, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO drift_features
+		(deployment, version, minute, input, idx, count, mean, m2, min, max, nan_count, sketch)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return err
+	}
+	defer put.Close()
+	for _, key := range acc.order {
+		g := acc.groups[key]
+		stored, err := minuteRows(ctx, get, key.deployment, key.version, key.minute, g.merged)
 		if err != nil {
-			return fmt.Errorf("read features of %q: %w", d.GetName(), err)
+			return fmt.Errorf("read features of %q: %w", key.deployment, err)
 		}
-		for _, k := range order {
-			agg := merged[k]
+		for _, k := range g.order {
+			agg := g.merged[k]
 			if old := stored[k]; old != nil {
 				old.add(agg)
 				agg = old
@@ -236,13 +266,10 @@ func (s *Store) ingestFeaturesTx(ctx context.Context, tx *sql.Tx, agentID string
 			if err != nil {
 				return err
 			}
-			if _, err := put.ExecContext(ctx, d.GetName(), int64(d.GetModelVersion()), minute, k.input, k.idx,
+			if _, err := put.ExecContext(ctx, key.deployment, key.version, key.minute, k.input, k.idx,
 				int64(agg.count), agg.mean, agg.m2, agg.min, agg.max, int64(agg.nan), blob); err != nil {
-				return fmt.Errorf("store features of %q: %w", d.GetName(), err)
+				return fmt.Errorf("store features of %q: %w", key.deployment, err)
 			}
-		}
-		if err := s.captureTx(ctx, tx, agentID, b, d); err != nil {
-			return err
 		}
 	}
 	return nil

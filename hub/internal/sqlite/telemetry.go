@@ -634,6 +634,7 @@ func (s *Store) IngestTelemetry(ctx context.Context, uploads []hub.TelemetryUplo
 			return err
 		}
 		totals := map[string]*depTotals{}
+		features := newFeatureAcc()
 		var buf []byte
 		for _, u := range uploads {
 			var agent agentRef // looked up with the upload's first valid batch
@@ -692,7 +693,7 @@ func (s *Store) IngestTelemetry(ctx context.Context, uploads []hub.TelemetryUplo
 					}
 					t.data.add(data)
 				}
-				if err := s.ingestFeaturesTx(ctx, tx, u.Agent, b); err != nil {
+				if err := s.ingestFeaturesTx(ctx, tx, features, u.Agent, b); err != nil {
 					return fmt.Errorf("store features of batch %d of agent %q: %w", b.GetSeq(), u.Agent, err)
 				}
 				if err := s.ingestAgentEventsTx(ctx, tx, u.Agent, b); err != nil {
@@ -706,7 +707,7 @@ func (s *Store) IngestTelemetry(ctx context.Context, uploads []hub.TelemetryUplo
 				return err
 			}
 		}
-		return nil
+		return s.flushFeaturesTx(ctx, tx, features)
 	})
 	if err != nil {
 		return hub.TelemetryIngest{}, fmt.Errorf("ingest telemetry: %w", err)
