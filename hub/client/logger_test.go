@@ -144,7 +144,10 @@ func TestRunLoggerRetriesServerErrorsDropsRefusals(t *testing.T) {
 
 func TestRunLoggerConcurrent(t *testing.T) {
 	h, c := newMetricsHub(t)
-	l := c.NewRunLogger("w", "r", client.BatchOptions{MaxPoints: 7, Interval: time.Millisecond})
+	// The buffer holds all 800 points, so none is dropped however far the
+	// flusher falls behind on a loaded machine (this test is about
+	// concurrent callers and batch sizes, not the bound).
+	l := c.NewRunLogger("w", "r", client.BatchOptions{MaxPoints: 7, MaxBuffered: 800, Interval: time.Millisecond})
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)
