@@ -286,13 +286,17 @@ func (t *telemetryLoop) send(ctx context.Context, sp *spool.Spool) {
 		// Each upload in a row that gets no ack waits twice as long (up to
 		// maxAckWait): a hub that does not ingest telemetry is not sent the
 		// same batches every few seconds.
-		acked, ok := t.awaitAck(ctx, sp, first, last, min(t.a.cfg.TelemetryAckTimeout<<min(misses, 16), max(maxAckWait, t.a.cfg.TelemetryAckTimeout)))
+		res, ok := t.awaitAck(ctx, sp, first, last, min(t.a.cfg.TelemetryAckTimeout<<min(misses, 16), max(maxAckWait, t.a.cfg.TelemetryAckTimeout)))
 		if !ok {
 			return
 		}
-		if acked {
+		switch res {
+		case ackReceived, ackReconnected:
+			// A reconnect (the hub or the broker came back) starts over
+			// with the short timeout: the upload lost in the outage says
+			// nothing about the hub now.
 			misses = 0
-		} else {
+		default:
 			misses++
 		}
 	}
@@ -311,22 +315,31 @@ func (t *telemetryLoop) pause(ctx context.Context, d time.Duration) bool {
 	return true
 }
 
+// ackResult is how awaitAck ended.
+type ackResult int
+
+const (
+	ackTimedOut ackResult = iota
+	ackReceived
+	ackReconnected
+)
+
 // awaitAck waits for the TelemetryAck of the upload [first, last] and
 // acknowledges (or, if refused, discards) the spool through it. It returns
-// after the ack (acked true), a timeout or a reconnect (the caller
-// resends); ok is false if ctx ended.
-func (t *telemetryLoop) awaitAck(ctx context.Context, sp *spool.Spool, first, last uint64, timeout time.Duration) (acked, ok bool) {
+// after the ack, a timeout or a reconnect (the caller resends); ok is
+// false if ctx ended.
+func (t *telemetryLoop) awaitAck(ctx context.Context, sp *spool.Spool, first, last uint64, timeout time.Duration) (res ackResult, ok bool) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return false, false
+			return ackTimedOut, false
 		case <-timer.C:
 			t.a.log.Info("no telemetry ack, sending again", "first_seq", first, "last_seq", last, "timeout", timeout)
-			return false, true
+			return ackTimedOut, true
 		case <-t.up:
-			return false, true
+			return ackReconnected, true
 		case ack := <-t.acks:
 			through := ack.GetThroughSeq()
 			// Every upload starts at the oldest pending batch, so an ack
@@ -343,12 +356,12 @@ func (t *telemetryLoop) awaitAck(ctx context.Context, sp *spool.Spool, first, la
 				n, err := sp.Discard(through)
 				t.a.log.Error("hub refused telemetry upload; batches dropped", "first_seq", first, "through_seq", through,
 					"dropped", n, "reason", ack.GetError(), "error", err)
-				return true, true
+				return ackReceived, true
 			}
 			if err := sp.Ack(through); err != nil {
 				t.a.log.Error("acknowledge telemetry spool", "through_seq", through, "error", err)
 			}
-			return true, true
+			return ackReceived, true
 		}
 	}
 }
