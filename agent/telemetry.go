@@ -23,7 +23,7 @@ const (
 	maxUploadBatches = 128
 	// maxAckWait caps the ack timeout as it doubles after uploads that got
 	// no ack.
-	maxAckWait = 5 * time.Minute
+	maxAckWait = time.Minute
 )
 
 func (c *Config) telemetryDefaults() error {
