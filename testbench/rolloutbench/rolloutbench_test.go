@@ -22,13 +22,13 @@ func TestRunSmall(t *testing.T) {
 	if r.Agents != 3 || r.Chunks != 3 || r.ModelMiB < 0.55 || r.ModelMiB > 0.65 {
 		t.Fatalf("agents %d, chunks %d, model %.3f MiB; want 3, 3, ~0.6", r.Agents, r.Chunks, r.ModelMiB)
 	}
-	if !(r.RolloutSeconds > 0) || !(r.LoadedSeconds > 0) || !(r.RawFanoutSeconds > 0) {
+	if !(r.RolloutSeconds > 0) || !(r.LoadedSeconds > 0) || !(r.RawFanoutSeconds > 0) || !(r.RawFanoutQoS0Seconds > 0) {
 		t.Fatalf("implausible times: %+v", r)
 	}
-	if r.Rounds != 2 || len(r.RolloutSamples) != 2 || len(r.LoadedSamples) != 2 || len(r.RawSamples) != 2 {
-		t.Fatalf("rounds %d, samples %v %v %v; want 2 of each", r.Rounds, r.RolloutSamples, r.LoadedSamples, r.RawSamples)
+	if r.Rounds != 2 || len(r.RolloutSamples) != 2 || len(r.LoadedSamples) != 2 || len(r.RawSamples) != 2 || len(r.RawQoS0Samples) != 2 {
+		t.Fatalf("rounds %d, samples %v %v %v %v; want 2 of each", r.Rounds, r.RolloutSamples, r.LoadedSamples, r.RawSamples, r.RawQoS0Samples)
 	}
-	if want := r.RolloutSeconds / r.RawFanoutSeconds; r.Ratio != want {
+	if want := r.RolloutSeconds / min(r.RawFanoutSeconds, r.RawFanoutQoS0Seconds); r.Ratio != want {
 		t.Fatalf("ratio %v, want %v", r.Ratio, want)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+	"github.com/atelier-ml/atelier/proto/agent/v1/chunkwire"
 	"github.com/atelier-ml/atelier/proto/agent/v1/topics"
 )
 
@@ -219,7 +220,10 @@ func (s *Session) connect(ctx context.Context) (mqtt.Client, <-chan error, error
 		c.Disconnect(0)
 		return nil, nil, fmt.Errorf("connect %s: %w", s.cfg.Broker, err)
 	}
-	subs := map[string]byte{s.topic(topics.Desired): 1, s.topic(topics.ChunksResponse): 1, s.topic(topics.TelemetryAck): 1}
+	// Chunk responses come at QoS 0 (a lost one is requested again), so
+	// that subscription is QoS 0 too: at QoS 1 the embedded broker keeps a
+	// JetStream consumer for it, which every QoS 1 message then checks.
+	subs := map[string]byte{s.topic(topics.Desired): 1, s.topic(topics.ChunksResponse): 0, s.topic(topics.TelemetryAck): 1}
 	if err := wait(ctx, c.SubscribeMultiple(subs, nil), s.cfg.ConnectTimeout); err != nil {
 		c.Disconnect(0)
 		return nil, nil, fmt.Errorf("subscribe: %w", err)
@@ -361,12 +365,13 @@ func (s *Session) dispatch(_ mqtt.Client, m mqtt.Message) {
 			s.h.Desired(&d)
 		}
 	case s.topic(topics.ChunksResponse):
-		var r agentv1.ChunkResponse
-		if err := proto.Unmarshal(m.Payload(), &r); err != nil {
+		// The data stays in the payload paho allocated for this message.
+		r, err := chunkwire.Decode(m.Payload())
+		if err != nil {
 			s.log.Error("dropping undecodable chunk response", "topic", m.Topic(), "bytes", len(m.Payload()), "error", err)
 			return
 		}
-		s.chunks.deliver(&r)
+		s.chunks.deliver(r)
 	case s.topic(topics.TelemetryAck):
 		var a agentv1.TelemetryAck
 		if err := proto.Unmarshal(m.Payload(), &a); err != nil {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
+	"github.com/atelier-ml/atelier/proto/agent/v1/chunkwire"
 	"github.com/atelier-ml/atelier/proto/agent/v1/topics"
 )
 
@@ -128,6 +129,14 @@ func (f *Fleet) hashChunks(ctx context.Context, sha string, cs uint32) (*refEntr
 // MaxChunksPerRequest chunks from req.index, each its own ChunkResponse,
 // or one ChunkResponse with error when the digest is not in the agent's
 // desired state, the index is out of range or the blob cannot be read.
+//
+// Chunks are published with QoS 0 and errors with QoS 1. At QoS 1 the
+// embedded broker stores every chunk in JetStream for each subscriber and
+// tracks its acknowledgement, which in a rollout to 200 agents cost more
+// than the transfer itself; a chunk lost at QoS 0 (the agent disconnected,
+// or the broker cut a slow consumer) is requested again by the agent,
+// whose request window bounds what is in flight. Each message is encoded
+// by chunkwire into a pooled buffer the chunk is read into directly.
 func (f *Fleet) serveChunks(ctx context.Context, agent string, req *agentv1.ChunkRequest) {
 	respond := func(resp *agentv1.ChunkResponse) mqtt.Token {
 		resp.CorrelationId, resp.Sha256 = req.GetCorrelationId(), req.GetSha256()
@@ -164,39 +173,61 @@ func (f *Fleet) serveChunks(ctx context.Context, agent string, req *agentv1.Chun
 		return
 	}
 	defer r.Close()
-	var toks []mqtt.Token
+	topic := topics.Topic(agent, topics.ChunksResponse)
+	type sent struct {
+		tok mqtt.Token
+		buf *[]byte
+	}
+	var pending []sent
 	for i := req.GetIndex(); i < req.GetIndex()+count; i++ {
 		off := int64(i) * int64(cs)
-		size := min(int64(cs), int64(e.size)-off)
-		data := make([]byte, size)
+		size := int(min(int64(cs), int64(e.size)-off))
+		buf := f.chunkBuf(chunkwire.Size(req.GetCorrelationId(), req.GetSha256(), i, size))
+		msg, at := chunkwire.AppendData((*buf)[:0], req.GetCorrelationId(), req.GetSha256(), i, size)
+		*buf = msg
 		if _, err := r.Seek(off, io.SeekStart); err != nil {
+			f.bufs.Put(buf)
 			fail(i, fmt.Sprintf("chunk %d of model %s cannot be read: %v", i, req.GetSha256(), err))
 			break
 		}
-		if _, err := io.ReadFull(r, data); err != nil {
+		if _, err := io.ReadFull(r, msg[at:at+size]); err != nil {
+			f.bufs.Put(buf)
 			fail(i, fmt.Sprintf("chunk %d of model %s cannot be read: %v", i, req.GetSha256(), err))
 			break
 		}
-		if tok := respond(&agentv1.ChunkResponse{Index: i, Data: data}); tok != nil {
-			toks = append(toks, tok)
-		}
+		pending = append(pending, sent{f.client.Publish(topic, 0, false, msg), buf})
 	}
-	for _, tok := range toks {
-		f.wait(tok)
+	for _, p := range pending {
+		if f.wait(p.tok) {
+			// paho is done with the payload (written, or failed to be):
+			// the buffer can carry the next chunk.
+			f.bufs.Put(p.buf)
+		}
 	}
 }
 
-// wait waits for a publication's acknowledgement (bounded by
-// Config.Timeout) and logs a failure; the agent re-requests what it misses.
-func (f *Fleet) wait(tok mqtt.Token) {
+// chunkBuf returns a pooled buffer with capacity for n bytes.
+func (f *Fleet) chunkBuf(n int) *[]byte {
+	if b, ok := f.bufs.Get().(*[]byte); ok && cap(*b) >= n {
+		return b
+	}
+	b := make([]byte, 0, n)
+	return &b
+}
+
+// wait waits for a publication to be done (bounded by Config.Timeout) and
+// logs a failure; the agent re-requests what it misses. It reports whether
+// the token completed (sent or failed) within the timeout.
+func (f *Fleet) wait(tok mqtt.Token) bool {
 	if tok == nil {
-		return
+		return true
 	}
 	if !tok.WaitTimeout(f.cfg.Timeout) {
-		f.log.Warn("fleet: chunk response not acknowledged", "timeout", f.cfg.Timeout)
-		return
+		f.log.Warn("fleet: chunk response not sent in time", "timeout", f.cfg.Timeout)
+		return false
 	}
 	if err := tok.Error(); err != nil {
 		f.log.Warn("fleet: chunk response not sent", "error", err)
 	}
+	return true
 }

@@ -132,6 +132,7 @@ type Fleet struct {
 	agents map[string]*agentState
 
 	refs refCache
+	bufs sync.Pool // *[]byte: chunk response messages, reused once sent
 	tel  telemetryCounters
 }
 
