@@ -290,8 +290,13 @@ type DeploymentStore interface {
 	DeleteDeployment(ctx context.Context, ws, name string) error
 	// DesiredRecords returns the record of every agent that has one.
 	DesiredRecords(ctx context.Context) (map[string]DesiredRecord, error)
-	// SetDesiredRecords records agents' desired-state generations and
-	// digests (agent id → record) in one transaction: all or nothing. A
-	// generation not above the stored one is ErrConflict.
-	SetDesiredRecords(ctx context.Context, recs map[string]DesiredRecord) error
+	// AdvanceDesired records the digest of each agent's newly computed
+	// desired state (agent id → digest) in one transaction, all or
+	// nothing, and returns each agent's record as stored: an agent whose
+	// stored digest is the same keeps its generation, any other gets the
+	// stored generation + 1 (1 without a record). The store assigns the
+	// generations inside that transaction, so concurrent callers never
+	// conflict and each agent's generations strictly increase. An empty
+	// agent id or digest is ErrInvalid.
+	AdvanceDesired(ctx context.Context, digests map[string]string) (map[string]DesiredRecord, error)
 }

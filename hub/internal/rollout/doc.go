@@ -5,9 +5,11 @@
 // every deployment of every workspace that targets the agent by id or by a
 // label selector its labels match, ordered by name, each with the ModelRef
 // (chunk hashes) of its model version and its runtime options. A state
-// whose content changed gets the next generation, which is persisted per
-// agent in the store before it is pushed, so generations keep increasing
-// across hub restarts; an unchanged state keeps its generation. States are
+// whose content changed gets the next generation, which the store assigns
+// and persists per agent in one transaction (stored + 1, never computed
+// from an earlier read) before it is pushed, so generations keep
+// increasing across hub restarts and concurrent syncs over one database
+// cannot collide; an unchanged state keeps its generation. States are
 // pushed through a Pusher (hub/internal/fleet satisfies it).
 //
 // Lifecycle: New (the Rollout can then be handed to the fleet as its

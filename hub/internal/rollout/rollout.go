@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -33,7 +34,9 @@ type Store interface {
 	ListAgents(ctx context.Context) ([]hub.Agent, error)
 	ListDeployments(ctx context.Context, ws string) ([]hub.Deployment, error)
 	DesiredRecords(ctx context.Context) (map[string]hub.DesiredRecord, error)
-	SetDesiredRecords(ctx context.Context, recs map[string]hub.DesiredRecord) error
+	// AdvanceDesired assigns generations inside its write transaction
+	// (hub.DeploymentStore).
+	AdvanceDesired(ctx context.Context, digests map[string]string) (map[string]hub.DesiredRecord, error)
 }
 
 // Observer receives what agents report; fleet.Observer has the same
@@ -156,11 +159,10 @@ func (r *Rollout) Sync(ctx context.Context, push Pusher) error {
 	live := map[string]bool{}
 	type next struct {
 		id   string
-		rec  hub.DesiredRecord
 		want desired
 	}
 	var states []next
-	changed := map[string]hub.DesiredRecord{}
+	changed := map[string]string{} // agent → digest of a state that differs from the read record
 	for _, a := range agents {
 		if a.State == hub.AgentRevoked {
 			continue
@@ -171,22 +173,26 @@ func (r *Rollout) Sync(ctx context.Context, push Pusher) error {
 			errs = append(errs, fmt.Errorf("agent %s: %w", a.ID, err))
 			continue
 		}
-		rec := recs[a.ID]
-		if rec.Digest != want.digest || rec.Generation == 0 {
-			rec = hub.DesiredRecord{Generation: rec.Generation + 1, Digest: want.digest}
-			changed[a.ID] = rec
+		if rec := recs[a.ID]; rec.Digest != want.digest || rec.Generation == 0 {
+			changed[a.ID] = want.digest
 		}
-		states = append(states, next{a.ID, rec, want})
+		states = append(states, next{a.ID, want})
 	}
 	// New generations are durable before anything is pushed, in one
-	// transaction.
+	// transaction. The records read above only tell which states changed:
+	// the store assigns the generations from what it holds inside its
+	// transaction (another writer, such as a draining hub's last sync over
+	// the same database, may have recorded some since), so a generation is
+	// never computed from a stale read.
 	if len(changed) > 0 {
-		if err := r.store.SetDesiredRecords(ctx, changed); err != nil {
+		adv, err := r.store.AdvanceDesired(ctx, changed)
+		if err != nil {
 			return fmt.Errorf("rollout: %w", errors.Join(append(errs, err)...))
 		}
+		maps.Copy(recs, adv)
 	}
 	for _, st := range states {
-		gen := st.rec.Generation
+		gen := recs[st.id].Generation
 		if r.pushed[st.id] == gen {
 			continue
 		}

@@ -358,3 +358,79 @@ func TestTargets(t *testing.T) {
 		t.Errorf("targets:\n got %+v\nwant %+v", got, want)
 	}
 }
+
+// interleaved is a Store whose first DesiredRecords read is followed, before
+// it returns, by between: another writer recording generations while the
+// caller holds a read of the records.
+type interleaved struct {
+	*sqlite.Store
+	once    sync.Once
+	between func()
+}
+
+func (s *interleaved) DesiredRecords(ctx context.Context) (map[string]hub.DesiredRecord, error) {
+	recs, err := s.Store.DesiredRecords(ctx)
+	s.once.Do(s.between)
+	return recs, err
+}
+
+// TestConcurrentRolloutsShareGenerations runs two Rollouts over one
+// database, as during a hub restart where the old hub's last sync overlaps
+// the new hub's first: the second writer records generations between the
+// first's read of the records and its write. The first must neither fail
+// ("generation 1 is not above the stored 1") nor hand out a generation
+// that does not match the stored content.
+func TestConcurrentRolloutsShareGenerations(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	a := e.enroll("a", map[string]string{"zone": "eu"})
+	e.deploy(hub.DeploymentCreate{Name: "d", Model: "clf:1", Selector: map[string]string{"zone": "eu"}})
+
+	// The new hub: its own store over the same file.
+	newStore := openStore(t, e.path)
+	t.Cleanup(func() { newStore.Close() })
+	pNew, pOld := newRecorder(), newRecorder()
+	rNew := New(Config{}, newStore, nil)
+
+	for i, tc := range []struct {
+		name   string
+		change func()
+		gen    uint64
+		want   string
+	}{
+		{"first state", func() {}, 1, "[d=clf:1]"},
+		{"after an update", func() {
+			dep, err := e.store.GetDeployment(ctx, "w", "d")
+			if err != nil {
+				t.Fatal(err)
+			}
+			u, err := hub.DeploymentUpdate{Model: "clf:2"}.Apply(dep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.store.UpdateDeployment(ctx, "w", u); err != nil {
+				t.Fatal(err)
+			}
+		}, 2, "[d=clf:2]"},
+	} {
+		tc.change()
+		var newErr error
+		old := New(Config{}, &interleaved{Store: e.store, between: func() { newErr = rNew.Sync(ctx, pNew) }}, nil)
+		if err := old.Sync(ctx, pOld); err != nil {
+			t.Fatalf("%s: the old hub's sync: %v", tc.name, err)
+		}
+		if newErr != nil {
+			t.Fatalf("%s: the new hub's sync: %v", tc.name, newErr)
+		}
+		for who, p := range map[string]*recorder{"old": pOld, "new": pNew} {
+			d, n := p.last(a)
+			if n != i+1 || d.GetGeneration() != tc.gen || fmt.Sprint(names(d)) != tc.want {
+				t.Errorf("%s: %s hub pushed %d states, last gen %d %v; want %d, gen %d %s", tc.name, who, n, d.GetGeneration(), names(d), i+1, tc.gen, tc.want)
+			}
+		}
+		recs, err := e.store.DesiredRecords(ctx)
+		if err != nil || recs[a].Generation != tc.gen {
+			t.Fatalf("%s: stored %+v, %v; want generation %d", tc.name, recs[a], err, tc.gen)
+		}
+	}
+}

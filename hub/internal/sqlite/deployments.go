@@ -285,33 +285,52 @@ func (s *Store) DesiredRecords(ctx context.Context) (map[string]hub.DesiredRecor
 	return out, rows.Err()
 }
 
-// SetDesiredRecords implements hub.DeploymentStore.
-func (s *Store) SetDesiredRecords(ctx context.Context, recs map[string]hub.DesiredRecord) error {
-	ids := slices.Sorted(maps.Keys(recs))
+// maxGeneration bounds desired-state generations (they are stored as
+// INTEGER, and no agent sees anywhere near this many changes).
+const maxGeneration = 1 << 62
+
+// AdvanceDesired implements hub.DeploymentStore. The generations are
+// assigned inside the write transaction from the stored records, so
+// concurrent callers (two rollouts over one database, as while an old hub
+// drains and a new one starts) never conflict: each sees the other's
+// committed generation and continues from it.
+func (s *Store) AdvanceDesired(ctx context.Context, digests map[string]string) (map[string]hub.DesiredRecord, error) {
+	ids := slices.Sorted(maps.Keys(digests))
 	for _, id := range ids {
-		if r := recs[id]; id == "" || r.Generation == 0 || r.Generation > 1<<62 {
-			return fmt.Errorf("desired record of %q: generation %d: expected an agent id and a generation from 1: %w", id, r.Generation, hub.ErrInvalid)
+		if id == "" || digests[id] == "" {
+			return nil, fmt.Errorf("advance desired state of agent %q: digest %q: expected an agent id and a non-empty digest: %w", id, digests[id], hub.ErrInvalid)
 		}
 	}
-	return s.write(ctx, func(tx *sql.Tx) error {
+	out := make(map[string]hub.DesiredRecord, len(ids))
+	err := s.write(ctx, func(tx *sql.Tx) error {
 		for _, id := range ids {
-			r := recs[id]
-			var cur int64
-			err := tx.QueryRowContext(ctx, "SELECT generation FROM agent_desired WHERE agent_id = ?", id).Scan(&cur)
-			switch {
-			case errors.Is(err, sql.ErrNoRows):
-			case err != nil:
-				return err
-			case uint64(cur) >= r.Generation:
-				return fmt.Errorf("desired record of %q: generation %d is not above the stored %d: %w", id, r.Generation, cur, hub.ErrConflict)
+			var cur hub.DesiredRecord
+			var gen int64
+			err := tx.QueryRowContext(ctx, "SELECT generation, digest FROM agent_desired WHERE agent_id = ?", id).Scan(&gen, &cur.Digest)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("agent %q: read stored generation: %w", id, err)
 			}
+			cur.Generation = uint64(gen)
+			if cur.Generation > 0 && cur.Digest == digests[id] {
+				out[id] = cur // unchanged content keeps its generation
+				continue
+			}
+			if cur.Generation >= maxGeneration {
+				return fmt.Errorf("agent %q: stored generation %d: expected below %d: %w", id, cur.Generation, uint64(maxGeneration), hub.ErrInvalid)
+			}
+			next := hub.DesiredRecord{Generation: cur.Generation + 1, Digest: digests[id]}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO agent_desired (agent_id, generation, digest) VALUES (?, ?, ?)
-				ON CONFLICT (agent_id) DO UPDATE SET generation = excluded.generation, digest = excluded.digest`, id, int64(r.Generation), r.Digest); err != nil {
-				return err
+				ON CONFLICT (agent_id) DO UPDATE SET generation = excluded.generation, digest = excluded.digest`, id, int64(next.Generation), next.Digest); err != nil {
+				return fmt.Errorf("agent %q: write generation %d: %w", id, next.Generation, err)
 			}
+			out[id] = next
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, fmt.Errorf("advance desired states: %w", err)
+	}
+	return out, nil
 }
 
 // versionDeployments returns the names of the deployments that use a model

@@ -3,8 +3,10 @@ package sqlite
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/atelier-ml/atelier/hub"
@@ -181,29 +183,82 @@ func TestDeploymentLifecycle(t *testing.T) {
 	}
 }
 
-func TestDesiredRecordsSurviveReopen(t *testing.T) {
+func TestAdvanceDesired(t *testing.T) {
 	ctx := context.Background()
 	st, path := openTest(t)
-	if err := st.SetDesiredRecords(ctx, map[string]hub.DesiredRecord{"a1": {Generation: 3, Digest: "x"}}); err != nil {
+	advance := func(digests map[string]string) map[string]hub.DesiredRecord {
+		t.Helper()
+		recs, err := st.AdvanceDesired(ctx, digests)
+		if err != nil {
+			t.Fatalf("advance %v: %v", digests, err)
+		}
+		return recs
+	}
+	if got := advance(map[string]string{"a1": "x", "a2": "y"}); fmt.Sprint(got) != "map[a1:{1 x} a2:{1 y}]" {
+		t.Fatalf("first records: %v", got)
+	}
+	// The same content keeps its generation; new content gets stored + 1,
+	// whatever the caller read before.
+	if got := advance(map[string]string{"a1": "x", "a2": "z"}); fmt.Sprint(got) != "map[a1:{1 x} a2:{2 z}]" {
+		t.Fatalf("second records: %v", got)
+	}
+	if got := advance(map[string]string{"a2": "x"}); fmt.Sprint(got) != "map[a2:{3 x}]" {
+		t.Fatalf("third records: %v", got)
+	}
+
+	// Bad input is refused whole: nothing of it is stored.
+	for _, bad := range []map[string]string{{"a1": "new", "": "d"}, {"a1": "new", "a3": ""}} {
+		if _, err := st.AdvanceDesired(ctx, bad); !errors.Is(err, hub.ErrInvalid) || !strings.Contains(err.Error(), "expected an agent id and a non-empty digest") {
+			t.Errorf("advance %q: %v, want ErrInvalid", bad, err)
+		}
+	}
+
+	// Concurrent callers, half of them through a second store over the same
+	// file (as two hub processes), never conflict: every change gets its
+	// own generation.
+	other, err := Open(ctx, Config{Path: path}, slog.New(slog.DiscardHandler))
+	if err != nil {
 		t.Fatal(err)
 	}
-	// All or nothing: a stale generation for a1 leaves a2 unwritten.
-	err := st.SetDesiredRecords(ctx, map[string]hub.DesiredRecord{"a1": {Generation: 3, Digest: "y"}, "a2": {Generation: 1, Digest: "z"}})
-	if !errors.Is(err, hub.ErrConflict) || !strings.Contains(err.Error(), `"a1": generation 3 is not above the stored 3`) {
-		t.Fatalf("same generation again: %v", err)
+	defer other.Close()
+	const writers, rounds = 4, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range rounds {
+				s := st
+				if w%2 == 1 {
+					s = other
+				}
+				if _, err := s.AdvanceDesired(ctx, map[string]string{"busy": fmt.Sprintf("w%d-%d", w, i)}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
 	}
-	if err := st.SetDesiredRecords(ctx, map[string]hub.DesiredRecord{"a1": {Generation: 0}}); !errors.Is(err, hub.ErrInvalid) {
-		t.Fatalf("generation 0: %v", err)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("concurrent advance: %v", err)
 	}
+
 	st.Close()
+	other.Close()
 	st2, err := Open(ctx, Config{Path: path}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st2.Close()
 	recs, err := st2.DesiredRecords(ctx)
-	if err != nil || recs["a1"] != (hub.DesiredRecord{Generation: 3, Digest: "x"}) || len(recs) != 1 {
-		t.Fatalf("after reopen: %v %+v", err, recs)
+	if err != nil || len(recs) != 3 || recs["a1"] != (hub.DesiredRecord{Generation: 1, Digest: "x"}) ||
+		recs["a2"] != (hub.DesiredRecord{Generation: 3, Digest: "x"}) || recs["busy"].Generation != writers*rounds {
+		t.Fatalf("after reopen: %v %+v; want a1 {1 x}, a2 {3 x}, busy at generation %d", err, recs, writers*rounds)
+	}
+	// A reopened store continues from the stored generation.
+	if got, err := st2.AdvanceDesired(ctx, map[string]string{"a1": "w"}); err != nil || got["a1"] != (hub.DesiredRecord{Generation: 2, Digest: "w"}) {
+		t.Fatalf("after reopen: %v %v", got, err)
 	}
 }
 
