@@ -95,17 +95,13 @@ func (a *API) deploymentMetrics(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	// The deployment must be this workspace's; telemetry of a deployment
-	// deleted since is still found by the store under its name.
+	// The deployment must be this workspace's (404 otherwise, naming the
+	// workspace): names are unique hub-wide and the store keeps telemetry
+	// by name only, so it would answer for another workspace's deployment,
+	// or for one deleted since, whose workspace it cannot tell.
 	if _, err := a.store.GetDeployment(ctx, ws, name); err != nil {
-		if !isNotFound(err) {
-			a.fail(w, r, err)
-			return
-		}
-		if _, err := a.store.GetWorkspace(ctx, ws); err != nil {
-			a.fail(w, r, err)
-			return
-		}
+		a.fail(w, r, err)
+		return
 	}
 	m, err := a.store.DeploymentMetrics(ctx, name, q)
 	if err != nil {
@@ -139,8 +135,6 @@ func (a *API) agentMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, m)
 }
-
-func isNotFound(err error) bool { c, _ := status(err); return c == http.StatusNotFound }
 
 // MetricsSource adds series to GET /metrics (the server's telemetry
 // pipeline counters). WritePrometheus writes complete families (HELP, TYPE

@@ -204,3 +204,56 @@ func TestParseSince(t *testing.T) {
 		}
 	}
 }
+
+// TestDeploymentTelemetryStaysInItsWorkspace: deployment names are unique
+// hub-wide and telemetry is stored by name, so every per-deployment
+// telemetry route (metrics, drift, captured inputs) must check the
+// deployment is in the URL's workspace: another workspace, an unknown one,
+// or a deployment deleted since answers 404 and shows nothing.
+func TestDeploymentTelemetryStaysInItsWorkspace(t *testing.T) {
+	e := newTelemetryEnv(t)
+	e.ok(201, "POST", ws, map[string]string{"name": "owner"}, nil)
+	e.ok(201, "POST", ws, map[string]string{"name": "other"}, nil)
+	for _, w := range []string{"owner", "other"} {
+		e.ok(201, "POST", ws+"/"+w+"/models/clf/versions", onnxtest.MLP(4, []int{8}, 3, 1), nil)
+	}
+	e.ok(201, "POST", ws+"/owner/deployments", hub.DeploymentCreate{Name: "fraud", Model: "clf:1", Selector: map[string]string{"zone": "eu"}}, nil)
+	e.ok(201, "POST", ws+"/other/deployments", hub.DeploymentCreate{Name: "mine", Model: "clf:1", Selector: map[string]string{"zone": "us"}}, nil)
+	b := batch(1, "fraud")
+	b.Deployments[0].Captured = [][]byte{[]byte(`{"inputs":[]}`)}
+	if res, err := e.st.IngestTelemetry(context.Background(), []hub.TelemetryUpload{{Agent: "a1", Batches: []*agentv1.TelemetryBatch{b}}}); err != nil || res.Stored != 1 {
+		t.Fatalf("ingest: %+v, %v", res, err)
+	}
+
+	routes := []string{"/metrics?since=1h", "/drift?since=1h", "/captured"}
+	// The owner's workspace sees its deployment.
+	var m hub.DeploymentMetrics
+	e.ok(200, "GET", ws+"/owner/deployments/fraud/metrics?since=1h", nil, &m)
+	if m.Total.Requests != 12 {
+		t.Fatalf("owner's metrics: %+v, want 12 requests", m.Total)
+	}
+	var caps []hub.CapturedInput
+	e.ok(200, "GET", ws+"/owner/deployments/fraud/captured", nil, &caps)
+	if len(caps) != 1 {
+		t.Fatalf("owner's captured inputs: %+v, want 1", caps)
+	}
+	e.ok(200, "GET", ws+"/owner/deployments/fraud/drift?since=1h", nil, nil)
+
+	for _, r := range routes {
+		// Another existing workspace: not found there, whatever it holds.
+		e.fails(404, "not_found", "GET", ws+"/other/deployments/fraud"+r, nil, `deployment "fraud" in workspace "other"`)
+		// An unknown workspace.
+		e.fails(404, "not_found", "GET", ws+"/ghost/deployments/fraud"+r, nil, `workspace "ghost"`)
+		// The other way round: other's deployment is not the owner's.
+		e.fails(404, "not_found", "GET", ws+"/owner/deployments/mine"+r, nil, `deployment "mine" in workspace "owner"`)
+	}
+
+	// Deleted, the deployment belongs to no workspace: its telemetry is
+	// no longer answered by any (the hub cannot tell whose it was).
+	e.ok(204, "DELETE", ws+"/owner/deployments/fraud", nil, nil)
+	for _, w := range []string{"owner", "other"} {
+		for _, r := range routes {
+			e.fails(404, "not_found", "GET", ws+"/"+w+"/deployments/fraud"+r, nil, `deployment "fraud" in workspace "`+w+`"`)
+		}
+	}
+}
