@@ -22,6 +22,7 @@ type Store interface {
 	TelemetryStore
 	DriftStore
 	EventStore
+	DatasetStore
 	// Close releases the store. No method may be called after Close.
 	Close() error
 }

@@ -137,6 +137,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	fleetWG.Go(func() { runEvents(fctx, cfg, store, s.log.With("component", "events")) })
 	// Input drift: every minute, each deployment against its baseline (docs/drift.md).
 	fleetWG.Go(func() { drift.Run(fctx, drift.EvaluatorConfig{}, store, blobs, s.log.With("component", "drift")) })
+	// Captured inputs become versions of dataset capture-<deployment> every minute (docs/datasets.md).
+	fleetWG.Go(func() { runCaptureExport(fctx, store, blobs, s.log.With("component", "datasets")) })
 	defer func() { stopFleet(); fleetWG.Wait() }() // before the broker shuts down
 	select {
 	case <-fl.Ready():

@@ -119,7 +119,7 @@ type Route struct {
 func (a *API) Routes() []Route { return a.routes() }
 
 func (a *API) routes() []Route {
-	return slices.Concat(a.coreRoutes(), a.telemetryRoutes(), a.driftRoutes(), a.eventRoutes())
+	return slices.Concat(a.coreRoutes(), a.telemetryRoutes(), a.driftRoutes(), a.eventRoutes(), a.datasetRoutes())
 }
 
 func (a *API) coreRoutes() []Route {

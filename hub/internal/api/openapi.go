@@ -122,7 +122,7 @@ func (a *API) Document() obj {
 		"info": obj{"title": "Atelier hub API", "version": "v1",
 			"description": "REST API of the Atelier hub. Errors are {\"error\", \"code\"} with 400 invalid, 404 not_found, 409 conflict, 413 too_large, 405 method_not_allowed."},
 		"paths":      paths,
-		"components": obj{"schemas": monitoringSchemas(deploymentSchemas(agentSchemas(modelSchemas(schemas()))))},
+		"components": obj{"schemas": datasetSchemas(monitoringSchemas(deploymentSchemas(agentSchemas(modelSchemas(schemas())))))},
 	}
 }
 

@@ -191,4 +191,4 @@ CREATE TABLE agent_desired (
 	digest     TEXT NOT NULL
 ) WITHOUT ROWID;
 `,
-}, migTelemetry, migDrift, migEvents, migGuard)
+}, migTelemetry, migDrift, migEvents, migGuard, migDatasets)
