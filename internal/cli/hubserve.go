@@ -5,7 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -33,10 +35,24 @@ type hubServeFlags struct {
 	secret    string
 	logFormat string
 	logLevel  string
+
+	// Retention, kept as typed so errors can quote it (docs/monitoring.md,
+	// docs/events.md).
+	rawRetention    string
+	rollupRetention string
+	pruneInterval   string
+	eventRetention  string
+	eventMaxCount   string
 }
 
 func (a *app) hubServeCmd() *cobra.Command {
-	var f hubServeFlags
+	cmd, _ := a.hubServe()
+	return cmd
+}
+
+// hubServe builds `hub serve` and returns it with the flags it parses into.
+func (a *app) hubServe() (*cobra.Command, *hubServeFlags) {
+	f := new(hubServeFlags)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a hub: the REST API, the store and the embedded MQTT/NATS broker",
@@ -47,10 +63,19 @@ Settings come from, in increasing precedence: the defaults, the environment
 YAML file given by --config (keys: data, http, mqtt, nats, advertise_mqtt,
 max_body_bytes, max_batch_bytes, max_metric_points, max_artifact_bytes,
 shutdown_timeout, read_header_timeout, webhook_url, webhook_secret,
-event_retention, event_max_count), and the flags. Once listening, the hub
-writes the bound addresses to <data>/hub.addr as JSON (useful with port 0).
---advertise-mqtt is the broker address enrolling agents are told to use, when
-they reach it by another name than the bound --mqtt address.
+event_retention, event_max_count, telemetry_raw_retention,
+telemetry_rollup_retention, telemetry_prune_interval), and the flags. Once
+listening, the hub writes the bound addresses to <data>/hub.addr as JSON
+(useful with port 0). --advertise-mqtt is the broker address enrolling agents
+are told to use, when they reach it by another name than the bound --mqtt
+address.
+
+Retention: raw telemetry batches are kept for --telemetry-raw-retention, then
+folded into 1-minute rollups kept for --telemetry-rollup-retention (at least
+the raw retention); the retention runs at start and every
+--telemetry-prune-interval (docs/monitoring.md). Events older than
+--event-retention, and the oldest beyond --event-max-count, are removed hourly
+(0: no limit; docs/events.md).
 
 --webhook-url makes the hub POST every event (docs/events.md) as JSON to that URL,
 in order and at least once; with a secret (--webhook-secret, or better
@@ -61,7 +86,7 @@ header.
 The HTTP API has no authentication yet: keep it on loopback.`,
 		Args: argsRange(0, 0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := a.hubConfig(cmd, f)
+			cfg, err := a.hubConfig(cmd, *f)
 			if err != nil {
 				return err
 			}
@@ -85,9 +110,14 @@ The HTTP API has no authentication yet: keep it on loopback.`,
 	fl.StringVar(&f.advertise, "advertise-mqtt", "", "MQTT address HOST:PORT enrollment gives agents (default: the bound --mqtt address)")
 	fl.StringVar(&f.webhook, "webhook-url", "", "POST every event as JSON to this http(s) URL")
 	fl.StringVar(&f.secret, "webhook-secret", "", "sign webhook requests with HMAC-SHA256 under this secret (prefer $ATELIER_HUB_WEBHOOK_SECRET)")
+	fl.StringVar(&f.rawRetention, "telemetry-raw-retention", "", "keep raw telemetry batches this long, then only their 1-minute rollups (default 24h)")
+	fl.StringVar(&f.rollupRetention, "telemetry-rollup-retention", "", "keep 1-minute telemetry rollups this long, at least the raw retention (default 720h)")
+	fl.StringVar(&f.pruneInterval, "telemetry-prune-interval", "", "run the telemetry retention this often, at least 1m (default 1h)")
+	fl.StringVar(&f.eventRetention, "event-retention", "", "remove events older than this, 0 for no age limit (default 720h)")
+	fl.StringVar(&f.eventMaxCount, "event-max-count", "", "keep at most this many events, removing the oldest, 0 for no limit (default 1000000)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	return cmd
+	return cmd, f
 }
 
 // defaultDataHint describes the default data directory without expanding
@@ -139,10 +169,74 @@ func (a *app) hubConfig(cmd *cobra.Command, f hubServeFlags) (server.Config, err
 			*fl.dst = fl.val
 		}
 	}
+	if err := retentionFlags(cmd, f, &cfg); err != nil {
+		return cfg, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// retentionFlags parses the retention flags that were given onto cfg and
+// checks them, naming the flag and quoting its value; what the config file
+// or the defaults set is checked by cfg.Validate, naming the key.
+func retentionFlags(cmd *cobra.Command, f hubServeFlags, cfg *server.Config) error {
+	changed := cmd.Flags().Changed
+	for _, d := range []struct {
+		name, val string
+		dst       *time.Duration
+		min       time.Duration // smallest value allowed
+		want      string        // what is expected, for the error
+	}{
+		{"telemetry-raw-retention", f.rawRetention, &cfg.TelemetryRawRetention, 1, "a positive duration such as 24h or 90m"},
+		{"telemetry-rollup-retention", f.rollupRetention, &cfg.TelemetryRollupRetention, 1, "a positive duration such as 720h"},
+		{"telemetry-prune-interval", f.pruneInterval, &cfg.TelemetryPruneInterval, time.Minute, "a duration of at least 1m, such as 1h"},
+		{"event-retention", f.eventRetention, &cfg.EventRetention, 0, "a duration such as 720h, or 0 for no age limit"},
+	} {
+		if !changed(d.name) {
+			continue
+		}
+		v, err := time.ParseDuration(d.val)
+		if err != nil || v < d.min {
+			return usageError("--%s %q: expected %s", d.name, d.val, d.want)
+		}
+		*d.dst = v
+	}
+	if changed("event-max-count") {
+		n, err := strconv.ParseInt(f.eventMaxCount, 10, 64)
+		if err != nil || n < 0 {
+			return usageError("--event-max-count %q: expected a whole number of events, or 0 for no limit", f.eventMaxCount)
+		}
+		cfg.EventMaxCount = n
+	}
+	raw, rollup := cfg.TelemetryRawRetention, cfg.TelemetryRollupRetention
+	if rollup >= raw || !changed("telemetry-raw-retention") && !changed("telemetry-rollup-retention") {
+		return nil
+	}
+	const why = "rollups are made from raw batches, so the rollup retention must be at least the raw one"
+	switch {
+	case changed("telemetry-raw-retention") && changed("telemetry-rollup-retention"):
+		return usageError("--telemetry-raw-retention %q is longer than --telemetry-rollup-retention %q: %s", f.rawRetention, f.rollupRetention, why)
+	case changed("telemetry-raw-retention"):
+		return usageError("--telemetry-raw-retention %q is longer than the rollup retention %s (telemetry_rollup_retention, from --config or the default): %s; raise --telemetry-rollup-retention too",
+			f.rawRetention, shortDuration(rollup), why)
+	default:
+		return usageError("--telemetry-rollup-retention %q is shorter than the raw retention %s (telemetry_raw_retention, from --config or the default): %s; lower --telemetry-raw-retention too",
+			f.rollupRetention, shortDuration(raw), why)
+	}
+}
+
+// shortDuration prints d without zero trailing units: 720h, not 720h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // newLogger builds the hub's logger on w.
