@@ -202,7 +202,7 @@ It talks to the hub at --hub (or $ATELIER_HUB); "atelier hub serve" runs one.`,
 	_ = root.RegisterFlagCompletionFunc("workspace", a.completeWorkspaces)
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{formatTable, formatJSON, formatYAML}, cobra.ShellCompDirectiveNoFileComp))
 
-	root.AddCommand(a.hubCmd(), a.workspaceCmd(), a.experimentCmd(), a.runCmd(), a.modelCmd(), a.agentCmd(), a.deployCmd(), a.eventsCmd())
+	root.AddCommand(a.hubCmd(), a.workspaceCmd(), a.experimentCmd(), a.runCmd(), a.modelCmd(), a.agentCmd(), a.deployCmd(), a.eventsCmd(), a.datasetCmd())
 	return root
 }
 

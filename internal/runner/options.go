@@ -87,6 +87,13 @@ type Options struct {
 	// and counted in the final report. Default 1,000,000.
 	MaxBuffered int
 
+	// Prepare, when set, is called with the working copy's directory once
+	// the snapshot is extracted, before the command starts (to put input
+	// files there); the NAME=VALUE variables it returns are added to the
+	// command's environment. An error fails the run before the command
+	// starts.
+	Prepare func(ctx context.Context, work string) ([]string, error)
+
 	// Progress forces (true) or suppresses (false) upload progress on
 	// stderr; nil means "when stderr is a terminal".
 	Progress *bool

@@ -77,6 +77,9 @@ type session struct {
 	stdoutRaw, stderrRaw io.Writer
 
 	run *hub.Run
+	// prepEnv is what Options.Prepare returned, added to the command's
+	// environment.
+	prepEnv []string
 }
 
 func (s *session) say(format string, args ...any) {
@@ -164,6 +167,11 @@ func (s *session) submit(ctx context.Context) (int, error) {
 	}
 	if err := Extract(ctx, io.NewSectionReader(snap, 0, size), work, Limits{}); err != nil {
 		return s.abort(ctx, fmt.Errorf("working copy: %w", err))
+	}
+	if o.Prepare != nil {
+		if s.prepEnv, err = o.Prepare(ctx, work); err != nil {
+			return s.abort(ctx, fmt.Errorf("prepare working copy: %w", err))
+		}
 	}
 	err = s.retry(ctx, "set run running", 3, func(ctx context.Context) error {
 		_, err := s.h.UpdateRun(ctx, o.Workspace, run.ID, hub.RunUpdate{Status: hub.StatusRunning})
@@ -328,7 +336,7 @@ func (s *session) execute(ctx context.Context, work string, rec *recorder) (int,
 	if base == nil {
 		base = os.Environ()
 	}
-	cmd.Env = mergeEnv(base, Env(o, s.run.ID))
+	cmd.Env = mergeEnv(base, append(append([]string(nil), s.prepEnv...), Env(o, s.run.ID)...))
 	setProcessGroup(cmd)
 	cmd.WaitDelay = ioDrainDelay
 
