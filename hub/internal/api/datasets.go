@@ -64,7 +64,7 @@ func (a *API) uploadDataset(w http.ResponseWriter, r *http.Request) {
 		err = fmt.Errorf("upload dataset %q: query parameter format missing: expected one of %s: %w", name, strings.Join(hub.DatasetFormats, ", "), hub.ErrInvalid)
 	case sum != "" && !sha256RE.MatchString(sum):
 		err = fmt.Errorf("upload dataset %q: query parameter sha256=%q: expected 64 lowercase hex digits: %w", name, sum, hub.ErrInvalid)
-	case filename != path.Base(filename) || strings.ContainsAny(filename, "/\\"):
+	case filename != "" && (filename != path.Base(filename) || strings.ContainsAny(filename, "/\\")):
 		err = fmt.Errorf("upload dataset %q: query parameter filename=%q: expected a base name: %w", name, filename, hub.ErrInvalid)
 	}
 	if err == nil {
