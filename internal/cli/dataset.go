@@ -104,7 +104,7 @@ says it (jsonl, csv or binary). The hub checks the content while storing it:
 every non-empty line of JSON Lines must be JSON, CSV needs a header row and
 records of as many fields; it counts the rows. The file's sha256 is sent along
 and checked by the hub. A file that fails a check, is empty, or is larger than
-the hub's limit (--max-artifact-mib of hub serve) is refused with the reason
+the hub's limit (max_artifact_bytes of the hub config) is refused with the reason
 and nothing is stored. Names starting with capture- are the hub's own.`,
 		Example: `  atelier dataset upload digits-train --file train.csv -w vision`,
 		Args:    argsRange(1, 1, "NAME"),
