@@ -220,10 +220,16 @@ func (s *Session) connect(ctx context.Context) (mqtt.Client, <-chan error, error
 		c.Disconnect(0)
 		return nil, nil, fmt.Errorf("connect %s: %w", s.cfg.Broker, err)
 	}
-	// Chunk responses come at QoS 0 (a lost one is requested again), so
-	// that subscription is QoS 0 too: at QoS 1 the embedded broker keeps a
-	// JetStream consumer for it, which every QoS 1 message then checks.
-	subs := map[string]byte{s.topic(topics.Desired): 1, s.topic(topics.ChunksResponse): 0, s.topic(topics.TelemetryAck): 1}
+	// Every subscription is QoS 0. For each QoS 1 subscription the
+	// embedded broker keeps a JetStream consumer, and every QoS 1 message
+	// anyone publishes is matched against every consumer: with 1,000
+	// agents that matching was the largest part of an idle hub's CPU.
+	// Nothing here needs the broker's redelivery: the desired state is
+	// retained, so every (re)subscription gets the latest, and the hub
+	// republishes it when a report shows an older generation; a chunk not
+	// received is requested again; an upload whose ack is lost is sent
+	// again and the hub counts it once.
+	subs := map[string]byte{s.topic(topics.Desired): 0, s.topic(topics.ChunksResponse): 0, s.topic(topics.TelemetryAck): 0}
 	if err := wait(ctx, c.SubscribeMultiple(subs, nil), s.cfg.ConnectTimeout); err != nil {
 		c.Disconnect(0)
 		return nil, nil, fmt.Errorf("subscribe: %w", err)

@@ -125,11 +125,10 @@ func (f *Fleet) dispatchTelemetry(ctx context.Context, agent string, m mqtt.Mess
 	f.tel.received.Add(1)
 }
 
-// AckTelemetry publishes every ack (QoS 1, not retained) on its agent's
-// telemetry/ack topic, all of them first and then waiting for the broker's
-// acknowledgements, so many acks cost one round trip. It returns when every
-// publication is acknowledged, with the errors of those that failed (each
-// naming its agent) joined; ErrNotConnected if the fleet is not connected.
+// AckTelemetry publishes every ack (QoS 0, not retained) on its agent's
+// telemetry/ack topic, all of them first and then waiting until they are
+// written to the broker. It returns when every publication is written,
+// with the errors of those that failed (each naming its agent) joined; ErrNotConnected if the fleet is not connected.
 // It is safe for concurrent use.
 func (f *Fleet) AckTelemetry(ctx context.Context, acks ...TelemetryAck) error {
 	if len(acks) == 0 {
@@ -150,7 +149,9 @@ func (f *Fleet) AckTelemetry(ctx context.Context, acks ...TelemetryAck) error {
 			errs = append(errs, fmt.Errorf("ack telemetry of %s: %w", a.Agent, err))
 			continue
 		}
-		toks[i] = f.client.Publish(topics.Topic(a.Agent, topics.TelemetryAck), 1, false, b)
+		// QoS 0: the agent subscribes at QoS 0 (see docs/protocol.md); a
+		// QoS 1 publication would still pass through JetStream.
+		toks[i] = f.client.Publish(topics.Topic(a.Agent, topics.TelemetryAck), 0, false, b)
 	}
 	timer := time.NewTimer(f.cfg.Timeout)
 	defer timer.Stop()
