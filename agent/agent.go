@@ -74,9 +74,15 @@ type Config struct {
 	// 10s, at least 1s); TelemetryAckTimeout how long an upload waits for
 	// the hub's ack before it is sent again (default 15s);
 	// TelemetryUploadBytes bounds one upload and one batch (default 512 KiB).
-	TelemetryInterval    time.Duration
-	TelemetryAckTimeout  time.Duration
-	TelemetryUploadBytes int
+	TelemetryInterval time.Duration
+	// TelemetryIdleInterval is how often a batch is sent while nothing
+	// happens (no request served, no input seen, no event, no batch
+	// dropped): the idle intervals in between are folded into the next
+	// batch (default 1 minute, at least TelemetryInterval). See
+	// docs/protocol.md, "Telemetry".
+	TelemetryIdleInterval time.Duration
+	TelemetryAckTimeout   time.Duration
+	TelemetryUploadBytes  int
 	// SpoolMaxBytes and SpoolMaxAge bound the telemetry spool at
 	// DataDir/telemetry (0 takes the spool's defaults, 64 MiB and 24h;
 	// beyond them the oldest batches are dropped and counted).

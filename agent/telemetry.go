@@ -16,9 +16,10 @@ import (
 
 // Telemetry defaults (see Config).
 const (
-	DefaultTelemetryInterval    = 10 * time.Second
-	DefaultTelemetryAckTimeout  = 15 * time.Second
-	DefaultTelemetryUploadBytes = 512 << 10
+	DefaultTelemetryInterval     = 10 * time.Second
+	DefaultTelemetryIdleInterval = time.Minute
+	DefaultTelemetryAckTimeout   = 15 * time.Second
+	DefaultTelemetryUploadBytes  = 512 << 10
 	// maxUploadBatches bounds the batches of one upload.
 	maxUploadBatches = 128
 	// maxAckWait caps the ack timeout as it doubles after uploads that got
@@ -32,6 +33,12 @@ func (c *Config) telemetryDefaults() error {
 	}
 	if c.TelemetryInterval < time.Second {
 		return fmt.Errorf("%w: TelemetryInterval %v below 1s", ErrInvalidConfig, c.TelemetryInterval)
+	}
+	if c.TelemetryIdleInterval == 0 {
+		c.TelemetryIdleInterval = max(DefaultTelemetryIdleInterval, c.TelemetryInterval)
+	}
+	if c.TelemetryIdleInterval < c.TelemetryInterval {
+		return fmt.Errorf("%w: TelemetryIdleInterval %v below TelemetryInterval %v", ErrInvalidConfig, c.TelemetryIdleInterval, c.TelemetryInterval)
 	}
 	if c.TelemetryAckTimeout <= 0 {
 		c.TelemetryAckTimeout = DefaultTelemetryAckTimeout
@@ -60,13 +67,19 @@ type telemetryLoop struct {
 	wake  chan struct{}              // 1-buffered: a batch was spooled
 	up    chan struct{}              // 1-buffered: the session (re)connected
 	acks  chan *agentv1.TelemetryAck // acks received, newest kept
-	flush chan chan struct{}         // tests: make a batch now
+	flush chan flushReq              // tests: make a batch now
 	done  chan struct{}              // closed when both goroutines ended and the spool is closed
+
+	// Owned by produce: when the last batch was spooled, the start of the
+	// idle intervals not sent since, and the spool's dropped count then.
+	lastSpooled time.Time
+	idleStart   int64
+	lastDropped uint64
 }
 
 func newTelemetryLoop(a *Agent) (*telemetryLoop, error) {
 	t := &telemetryLoop{a: a, wake: make(chan struct{}, 1), up: make(chan struct{}, 1),
-		acks: make(chan *agentv1.TelemetryAck, 16), flush: make(chan chan struct{}), done: make(chan struct{})}
+		acks: make(chan *agentv1.TelemetryAck, 16), flush: make(chan flushReq), done: make(chan struct{})}
 	cfg := telemetry.Config{
 		Stats:    a.cfg.Stats,
 		DataDir:  a.cfg.DataDir,
@@ -166,19 +179,25 @@ func (t *telemetryLoop) produce(ctx context.Context, sp *spool.Spool) {
 	for {
 		select {
 		case <-ctx.Done():
-			t.spoolBatch(sp) // the last interval's requests are not lost
+			t.spoolBatch(sp, true) // the last interval's requests are not lost
 			return
 		case <-tick.C:
-			t.spoolBatch(sp)
-		case done := <-t.flush:
-			t.spoolBatch(sp)
-			close(done)
+			t.spoolBatch(sp, false)
+		case r := <-t.flush:
+			t.spoolBatch(sp, r.force)
+			close(r.done)
 		}
 	}
 }
 
-// spoolBatch collects one batch and appends it to the spool.
-func (t *telemetryLoop) spoolBatch(sp *spool.Spool) {
+// spoolBatch collects one batch and appends it to the spool. An idle batch
+// (no deployment, no event, no batch dropped since the last one) is not
+// spooled unless force is set or TelemetryIdleInterval has passed since the
+// last batch spooled: its interval is folded into the next batch spooled,
+// whose start then goes back to the first idle interval's (its agent
+// figures are those of its last interval). An idle fleet of 1,000 agents
+// thus sends 17 uploads a second instead of 100.
+func (t *telemetryLoop) spoolBatch(sp *spool.Spool, force bool) {
 	b := t.col.Collect()
 	ev, evDropped := t.a.takeEvents()
 	b.Events = ev
@@ -186,6 +205,18 @@ func (t *telemetryLoop) spoolBatch(sp *spool.Spool) {
 		t.a.log.Warn("telemetry events dropped: more than fit between two batches", "dropped", evDropped)
 	}
 	st := sp.Stats()
+	idle := len(b.Deployments) == 0 && len(ev) == 0 && evDropped == 0 && st.Dropped == t.lastDropped
+	now := time.Now()
+	if idle && !force && !t.lastSpooled.IsZero() && now.Sub(t.lastSpooled) < t.a.cfg.TelemetryIdleInterval {
+		if t.idleStart == 0 {
+			t.idleStart = b.StartUnixNano
+		}
+		return
+	}
+	if t.idleStart != 0 {
+		b.StartUnixNano, t.idleStart = t.idleStart, 0
+	}
+	t.lastSpooled, t.lastDropped = now, st.Dropped
 	b.DroppedBatches = st.Dropped
 	b.Agent.SpoolPendingBatches = uint64(st.Pending)
 	fit(b, t.a.cfg.TelemetryUploadBytes, t.a)
@@ -401,10 +432,19 @@ func (t *telemetryLoop) upload(sp *spool.Spool, recs []spool.Record) (up *agentv
 
 // flushTelemetry makes and spools a batch now (for tests); it returns
 // false if the loop is not running.
-func (a *Agent) flushTelemetry(ctx context.Context) bool {
+func (a *Agent) flushTelemetry(ctx context.Context) bool { return a.telemetryTick(ctx, true) }
+
+// flushReq asks produce for a batch now: forced (as at shutdown), or as a
+// tick of the interval timer would.
+type flushReq struct {
+	done  chan struct{}
+	force bool
+}
+
+func (a *Agent) telemetryTick(ctx context.Context, force bool) bool {
 	done := make(chan struct{})
 	select {
-	case a.tel.flush <- done:
+	case a.tel.flush <- flushReq{done, force}:
 	case <-ctx.Done():
 		return false
 	case <-a.tel.done:

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -396,6 +397,10 @@ func TestTelemetryConfigValidation(t *testing.T) {
 	if _, err := New(cfg, newRecorder(), nil); err == nil {
 		t.Fatal("negative SpoolMaxBytes accepted")
 	}
+	cfg.SpoolMaxBytes, cfg.TelemetryInterval, cfg.TelemetryIdleInterval = 0, 30*time.Second, 10*time.Second
+	if _, err := New(cfg, newRecorder(), nil); err == nil || !strings.Contains(err.Error(), "TelemetryIdleInterval 10s below TelemetryInterval 30s") {
+		t.Fatalf("idle interval below the interval: error %v", err)
+	}
 }
 
 // devices is a DeviceReporter with fixed totals (an FPGA host's figures).
@@ -476,5 +481,61 @@ func TestTelemetryCarriesQueuedEvents(t *testing.T) {
 	}
 	if len(h.batches[2].Events) != 0 {
 		t.Fatalf("batch 2 repeats events %v, want none", h.batches[2].Events)
+	}
+}
+
+func tick(t *testing.T, a *Agent) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	if !a.telemetryTick(ctx, false) {
+		t.Fatal("telemetry loop not running")
+	}
+}
+
+// An idle agent's ticks are folded into its next batch: nothing is sent
+// until something happens (or TelemetryIdleInterval passes), and that batch
+// starts where the first unsent interval did.
+func TestTelemetryIdleIntervalsAreCoalesced(t *testing.T) {
+	b := testhub.StartBroker(t)
+	h := newTelHub(t, b.URL, "edge-1")
+	s := newScorer(t)
+	cfg := telConfig(t, b.URL, t.TempDir(), s)
+	cfg.TelemetryIdleInterval = time.Hour
+	a, _ := startAgent(t, cfg, newRecorder())
+
+	tick(t, a) // the first batch is always sent
+	h.waitSeqs(1)
+	tick(t, a)
+	tick(t, a)
+	tick(t, a)
+	s.score(t, 3)
+	tick(t, a) // requests served: sent, covering the three idle ticks too
+	h.waitSeqs(2)
+	tick(t, a)
+	a.event(&agentv1.AgentEvent{Kind: "device_fault", Deployment: "dep", Message: "card 0 timed out"})
+	tick(t, a) // an event: sent
+	h.waitSeqs(3)
+	flush(t, a) // forced, though idle
+	h.waitSeqs(4)
+
+	if ok, _ := h.check(); ok != 3 {
+		t.Fatalf("hub counted %d ok requests, want 3", ok)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	b1, b2, b3 := h.batches[1], h.batches[2], h.batches[3]
+	// Without folding, batches 2-4 would be the idle ticks' empty ones.
+	if len(b2.Deployments) != 1 || b2.Deployments[0].Requests["ok"] != 3 {
+		t.Fatalf("batch 2 has deployments %v, want dep with the 3 requests (idle ticks before it folded in)", b2.Deployments)
+	}
+	if b2.StartUnixNano != b1.EndUnixNano {
+		t.Fatalf("batch 2 starts at %d, want the end of batch 1 (%d): the idle intervals must be folded in, not lost", b2.StartUnixNano, b1.EndUnixNano)
+	}
+	if len(b3.Events) != 1 || b3.StartUnixNano != b2.EndUnixNano {
+		t.Fatalf("batch 3 events %v from %d, want the device_fault from %d", b3.Events, b3.StartUnixNano, b2.EndUnixNano)
+	}
+	if len(h.batches) != 4 {
+		t.Fatalf("%d batches for 8 ticks, want 4", len(h.batches))
 	}
 }

@@ -38,6 +38,7 @@ type runOptions struct {
 // telemetryOptions are the telemetry flags of `run`.
 type telemetryOptions struct {
 	interval time.Duration
+	idle     time.Duration
 	spoolMiB int
 	spoolAge time.Duration
 }
@@ -47,6 +48,8 @@ func (t telemetryOptions) validate() error {
 	switch {
 	case t.interval < time.Second:
 		return fmt.Errorf("%w: --telemetry-interval %v: expected at least 1s", errUsage, t.interval)
+	case t.idle != 0 && t.idle < t.interval:
+		return fmt.Errorf("%w: --telemetry-idle-interval %v: expected at least --telemetry-interval (%v)", errUsage, t.idle, t.interval)
 	case t.spoolMiB < 1:
 		return fmt.Errorf("%w: --spool-max-mib %d: expected at least 1", errUsage, t.spoolMiB)
 	case t.spoolAge <= 0:
@@ -96,6 +99,7 @@ The first line on stdout is "listening on http://HOST:PORT".`,
 	f.StringArrayVar(&o.labels, "label", nil, "label K=V given at enrollment (repeatable)")
 	f.StringVar(&o.advertise, "advertise", "", "scoring endpoint URL reported to the hub (default http://LISTEN_ADDR)")
 	f.DurationVar(&o.telemetry.interval, "telemetry-interval", agent.DefaultTelemetryInterval, "how often a telemetry batch is made (at least 1s)")
+	f.DurationVar(&o.telemetry.idle, "telemetry-idle-interval", 0, "while nothing is served, send one batch per this interval instead of one per --telemetry-interval (default 1m, or --telemetry-interval if longer)")
 	f.IntVar(&o.telemetry.spoolMiB, "spool-max-mib", 64, "disk the telemetry spool may use while the hub is unreachable; beyond it the oldest batches are dropped and counted")
 	f.DurationVar(&o.telemetry.spoolAge, "spool-max-age", 24*time.Hour, "age beyond which unsent telemetry batches are dropped and counted")
 	s := &o.scoring
@@ -242,7 +246,7 @@ func runAgent(cmd *cobra.Command, o runOptions, stdout, stderr io.Writer) error 
 		Agent: agent.Config{
 			ID: creds.AgentID, DataDir: o.dataDir, Broker: creds.MQTTURL,
 			Username: creds.AgentID, Password: creds.Secret, Endpoint: endpoint, Capabilities: caps,
-			TelemetryInterval: o.telemetry.interval, SpoolMaxBytes: int64(o.telemetry.spoolMiB) << 20, SpoolMaxAge: o.telemetry.spoolAge,
+			TelemetryInterval: o.telemetry.interval, TelemetryIdleInterval: o.telemetry.idle, SpoolMaxBytes: int64(o.telemetry.spoolMiB) << 20, SpoolMaxAge: o.telemetry.spoolAge,
 			Devices: fpgaDevices(fpgaHost),
 		},
 		Registry: scoring.RegistryConfig{Batch: scoring.BatchConfig{MaxBatch: s.maxBatch, QueueSize: s.queue}},

@@ -66,6 +66,8 @@ func TestRunCommandLineErrors(t *testing.T) {
 		{"not enrolled", []string{"run", "--data", dir}, 2, "the first start needs --hub URL and --join-token"},
 		{"no token", []string{"run", "--data", dir, "--hub", refusing.URL}, 2, "--join-token TOKEN (or $ATELIER_JOIN_TOKEN)"},
 		{"bad label", []string{"run", "--data", dir, "--label", "nokey"}, 2, `--label "nokey": want KEY=VALUE`},
+		{"idle below interval", []string{"run", "--data", dir, "--telemetry-interval", "30s", "--telemetry-idle-interval", "10s"}, 2,
+			"--telemetry-idle-interval 10s: expected at least --telemetry-interval (30s)"},
 		{"bad hub", []string{"run", "--data", dir, "--hub", "hub:8600", "--join-token", "t"}, 1, `hub URL "hub:8600"`},
 		{"refused", []string{"run", "--data", dir, "--hub", refusing.URL, "--join-token", "t"}, 1,
 			"enrollment refused: HTTP 410: join token expired at 2026-11-23T18:00:00Z (code token_expired)"},
