@@ -90,8 +90,9 @@ func (c *Checker) Read(p []byte) (int, error) {
 	if n > 0 {
 		c.n += int64(n)
 		c.h.Write(p[:n])
-		if _, werr := c.pw.Write(p[:n]); werr != nil {
-			_ = werr // the format check failed and closed the pipe
+		if _, err := c.pw.Write(p[:n]); err != nil {
+			// The format check failed and closed the pipe with its error,
+			// which finish returns.
 			return 0, c.finish(nil)
 		}
 	}
