@@ -487,7 +487,7 @@ func TestRealAgentTelemetryThroughHubRestart(t *testing.T) {
 	ag, err := agent.New(agent.Config{ID: en.AgentID, DataDir: t.TempDir(), Broker: en.MQTTURL, Username: en.AgentID, Password: en.Secret,
 		Endpoint: "http://127.0.0.1:8000", Capabilities: &agentv1.Capabilities{Kind: "edge"}, Heartbeat: time.Second,
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, RetryInterval: time.Second,
-		Stats: sc.stats, TelemetryInterval: time.Second, TelemetryAckTimeout: 2 * time.Second,
+		Stats: sc.stats, TelemetryInterval: time.Second, TelemetryIdleInterval: time.Second, TelemetryAckTimeout: 2 * time.Second,
 	}, &loadRecorder{serving: map[string]string{}}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
