@@ -36,8 +36,8 @@ const (
 	FormatBinary = "binary"
 )
 
-// DatasetFormats lists the accepted formats.
-var DatasetFormats = []string{FormatJSONL, FormatCSV, FormatBinary}
+// DatasetFormatList names the accepted formats, for messages.
+const DatasetFormatList = FormatJSONL + ", " + FormatCSV + ", " + FormatBinary
 
 // Dataset sources (DatasetSource.Kind).
 const (
@@ -183,12 +183,11 @@ func CheckDatasetName(name string) error {
 
 // CheckDatasetFormat validates a dataset format.
 func CheckDatasetFormat(format string) error {
-	for _, f := range DatasetFormats {
-		if format == f {
-			return nil
-		}
+	switch format {
+	case FormatJSONL, FormatCSV, FormatBinary:
+		return nil
 	}
-	return fmt.Errorf("dataset format %q: expected one of %s: %w", format, strings.Join(DatasetFormats, ", "), ErrInvalid)
+	return fmt.Errorf("dataset format %q: expected one of %s: %w", format, DatasetFormatList, ErrInvalid)
 }
 
 // ParseDatasetRef parses NAME or NAME:VERSION (VERSION a positive number or

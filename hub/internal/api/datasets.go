@@ -61,7 +61,7 @@ func (a *API) uploadDataset(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(name, hub.CapturePrefix):
 		err = fmt.Errorf("upload dataset %q: names starting with %q are reserved for captured inputs: %w", name, hub.CapturePrefix, hub.ErrInvalid)
 	case format == "":
-		err = fmt.Errorf("upload dataset %q: query parameter format missing: expected one of %s: %w", name, strings.Join(hub.DatasetFormats, ", "), hub.ErrInvalid)
+		err = fmt.Errorf("upload dataset %q: query parameter format missing: expected one of %s: %w", name, hub.DatasetFormatList, hub.ErrInvalid)
 	case sum != "" && !sha256RE.MatchString(sum):
 		err = fmt.Errorf("upload dataset %q: query parameter sha256=%q: expected 64 lowercase hex digits: %w", name, sum, hub.ErrInvalid)
 	case filename != "" && (filename != path.Base(filename) || strings.ContainsAny(filename, "/\\")):

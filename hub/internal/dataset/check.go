@@ -48,7 +48,7 @@ type checkResult struct {
 	err  error
 }
 
-// NewChecker returns a Checker of r as format (one of hub.DatasetFormats);
+// NewChecker returns a Checker of r as format (hub.FormatJSONL, hub.FormatCSV or hub.FormatBinary);
 // wantSHA256 is the expected lowercase hex digest, or "" for none.
 func NewChecker(format string, r io.Reader, wantSHA256 string) (*Checker, error) {
 	if err := hub.CheckDatasetFormat(format); err != nil {
