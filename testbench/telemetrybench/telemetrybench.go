@@ -73,6 +73,7 @@ type options struct {
 	rate     float64
 	outage   time.Duration
 	dir      string
+	agentDir string
 }
 
 // Run parses flags from args, runs the benchmark and writes a table (or,
@@ -87,6 +88,7 @@ func Run(ctx context.Context, args []string, w io.Writer) error {
 	fs.DurationVar(&o.interval, "interval", time.Second, "the agents' telemetry interval")
 	fs.Float64Var(&o.rate, "rate", 5, "requests per second each agent scores")
 	fs.DurationVar(&o.outage, "outage", 0, "after the steady state, kill -9 the hub for this long, restart it and time the drain (0: no outage)")
+	fs.StringVar(&o.agentDir, "agents-dir", "", "where the simulated agents keep their data and telemetry spools (default: a temporary directory in /dev/shm if it exists, else DIR/agents; see the package doc)")
 	fs.StringVar(&o.dir, "dir", "", "data directory (default: a temporary directory, removed afterwards)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -110,6 +112,18 @@ func Run(ctx context.Context, args []string, w io.Writer) error {
 		}
 		defer os.RemoveAll(d)
 		o.dir = d
+	}
+	if o.agentDir == "" {
+		if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+			d, err := os.MkdirTemp("/dev/shm", "telemetrybench-agents-*")
+			if err != nil {
+				return fmt.Errorf("telemetry bench: %w", err)
+			}
+			defer os.RemoveAll(d)
+			o.agentDir = d
+		} else {
+			o.agentDir = filepath.Join(o.dir, "agents")
+		}
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	res, err := measure(ctx, o, log)
@@ -180,7 +194,7 @@ func measure(ctx context.Context, o options, log *slog.Logger) (res Result, err 
 	url := "http://" + addrs.HTTP
 	c := client.New(url)
 
-	agentsDir := filepath.Join(o.dir, "agents")
+	agentsDir := o.agentDir
 	if err := os.MkdirAll(agentsDir, 0o700); err != nil {
 		return res, err
 	}
