@@ -75,6 +75,11 @@ type telemetryLoop struct {
 	lastSpooled time.Time
 	idleStart   int64
 	lastDropped uint64
+
+	// Owned by send: the highest seq ever published in an upload by this
+	// process (at start, the spool's last seq: a previous process may have
+	// sent any of them). Only batches above it are folded (see fold).
+	sentThrough uint64
 }
 
 func newTelemetryLoop(a *Agent) (*telemetryLoop, error) {
@@ -159,6 +164,7 @@ func (t *telemetryLoop) start(ctx context.Context) (wait func()) {
 		t.a.log.Error("telemetry off: spool unusable", "error", err)
 		return func() {}
 	}
+	t.sentThrough = sp.Stats().NextSeq - 1
 	produced, sent := make(chan struct{}), make(chan struct{})
 	go func() { defer close(produced); t.produce(ctx, sp) }()
 	go func() { defer close(sent); t.send(ctx, sp) }()
@@ -304,6 +310,7 @@ func (t *telemetryLoop) send(ctx context.Context, sp *spool.Spool) {
 				drained = true
 			}
 		}
+		t.sentThrough = max(t.sentThrough, last) // even if publishing fails: it may have gone out
 		if err := t.a.sess.PublishTelemetry(ctx, up); err != nil {
 			if ctx.Err() != nil {
 				return
@@ -406,9 +413,6 @@ func (t *telemetryLoop) upload(sp *spool.Spool, recs []spool.Record) (up *agentv
 	up = &agentv1.TelemetryUpload{}
 	size := 0
 	for i, r := range recs {
-		if i > 0 && size+len(r.Payload)+16 > t.a.cfg.TelemetryUploadBytes {
-			break // the upload is full; do not decode what will not go
-		}
 		b := &agentv1.TelemetryBatch{}
 		if err := proto.Unmarshal(r.Payload, b); err != nil {
 			if i == 0 {
@@ -419,6 +423,10 @@ func (t *telemetryLoop) upload(sp *spool.Spool, recs []spool.Record) (up *agentv
 			break
 		}
 		b.Seq = r.Seq
+		if n := len(up.Batches); n > 0 && t.fold(up.Batches[n-1], b, &size) {
+			last = r.Seq
+			continue
+		}
 		n := proto.Size(b) + 4
 		if i > 0 && size+n > t.a.cfg.TelemetryUploadBytes {
 			break
@@ -428,6 +436,34 @@ func (t *telemetryLoop) upload(sp *spool.Spool, recs []spool.Record) (up *agentv
 		last = r.Seq
 	}
 	return up, recs[0].Seq, last
+}
+
+// fold merges b into prev, the upload's last batch, when neither was ever
+// uploaded (both above sentThrough: after an outage, the batches made
+// while the hub was away) and both start in the same minute, adjusting
+// size. A backlog of one batch a second thus goes up as one batch a
+// minute (first_seq..seq), which the hub stores in one step; batches sent
+// before are sent again as they were, so the hub's deduplication by seq
+// still holds.
+func (t *telemetryLoop) fold(prev, b *agentv1.TelemetryBatch, size *int) bool {
+	const minute = int64(time.Minute)
+	if prev.GetSeq() <= t.sentThrough || b.GetSeq() <= t.sentThrough || prev.GetSeq()+1 != b.GetSeq() ||
+		prev.GetStartUnixNano()/minute != b.GetStartUnixNano()/minute {
+		return false
+	}
+	before := proto.Size(prev)
+	firstSeq := prev.GetFirstSeq()
+	if firstSeq == 0 {
+		firstSeq = prev.GetSeq()
+	}
+	if err := telemetry.Merge(prev, b); err != nil {
+		t.a.log.Debug("telemetry batches not merged", "seq", b.GetSeq(), "error", err)
+		return false
+	}
+	prev.FirstSeq, prev.Seq = firstSeq, b.GetSeq()
+	fit(prev, t.a.cfg.TelemetryUploadBytes/2, t.a)
+	*size += proto.Size(prev) - before
+	return true
 }
 
 // flushTelemetry makes and spools a batch now (for tests); it returns

@@ -68,14 +68,19 @@ func (f *Fleet) TelemetryStats() TelemetryCounters {
 func checkUpload(u *agentv1.TelemetryUpload) (last uint64, refusal string) {
 	var prev uint64
 	for i, b := range u.GetBatches() {
-		seq := b.GetSeq()
+		seq, first := b.GetSeq(), b.GetFirstSeq()
 		last = max(last, seq)
+		if first == 0 {
+			first = seq
+		}
 		switch {
 		case refusal != "":
 		case seq == 0:
 			refusal = fmt.Sprintf("batches[%d].seq is 0: expected sequence numbers from 1", i)
-		case seq <= prev:
-			refusal = fmt.Sprintf("batches[%d].seq %d after %d: expected strictly increasing sequence numbers", i, seq, prev)
+		case first > seq:
+			refusal = fmt.Sprintf("batches[%d].first_seq %d above its seq %d: expected first_seq <= seq", i, first, seq)
+		case first <= prev:
+			refusal = fmt.Sprintf("batches[%d].seq %d after %d: expected strictly increasing sequence numbers", i, first, prev)
 		}
 		prev = seq
 	}

@@ -191,4 +191,4 @@ CREATE TABLE agent_desired (
 	digest     TEXT NOT NULL
 ) WITHOUT ROWID;
 `,
-}, migTelemetry, migDrift, migEvents, migGuard, migDatasets)
+}, migTelemetry, migDrift, migEvents, migGuard, migDatasets, migTelemetryMerged)

@@ -460,6 +460,9 @@ func checkBatch(b *agentv1.TelemetryBatch, now time.Time) error {
 	if b.GetSeq() == 0 || b.GetSeq() > math.MaxInt64 {
 		return fmt.Errorf("seq %d: expected 1 to %d", b.GetSeq(), int64(math.MaxInt64))
 	}
+	if b.GetFirstSeq() > b.GetSeq() {
+		return fmt.Errorf("first_seq %d: expected at most seq %d", b.GetFirstSeq(), b.GetSeq())
+	}
 	start, end := b.GetStartUnixNano(), b.GetEndUnixNano()
 	if start < minBatchTime {
 		return fmt.Errorf("start_unix_nano %d: expected a time after 2000-01-01", start)
@@ -664,12 +667,13 @@ func (s *Store) IngestTelemetry(ctx context.Context, uploads []hub.TelemetryUplo
 						return fmt.Errorf("record agent %q: %w", u.Agent, err)
 					}
 				}
-				isNew, err := ins.record(ctx, agent, int64(b.GetSeq()), nanos(now))
+				lo, covers := seqRange(b)
+				isNew, err := ins.record(ctx, agent, lo, int64(b.GetSeq()), nanos(now))
 				if err != nil {
 					return fmt.Errorf("record batch %d of agent %q: %w", b.GetSeq(), u.Agent, err)
 				}
 				if !isNew {
-					res.Duplicates++
+					res.Duplicates += covers
 					continue
 				}
 				if err := ins.batch(ctx, agent.id, b); err != nil {
@@ -699,7 +703,7 @@ func (s *Store) IngestTelemetry(ctx context.Context, uploads []hub.TelemetryUplo
 				if err := s.ingestAgentEventsTx(ctx, tx, u.Agent, b); err != nil {
 					return fmt.Errorf("store events of batch %d of agent %q: %w", b.GetSeq(), u.Agent, err)
 				}
-				res.Stored++
+				res.Stored += covers
 			}
 		}
 		for _, name := range slices.Sorted(maps.Keys(totals)) {
@@ -789,8 +793,8 @@ func prepareIngest(ctx context.Context, tx *sql.Tx) (*ingestStmts, error) {
 		{&st.raw, `INSERT INTO telemetry_raw (deployment_id, start_ns, agent_id, seq, model_version, end_ns, data)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`},
 		{&st.agentRaw, `INSERT INTO telemetry_agent_raw (agent_id, start_ns, seq, end_ns, dur_ns, cpu_seconds,
-			host_cpu_seconds, fig_end_ns, rss, mem_total, mem_available, disk_total, disk_free, uptime, cache, spool, dropped)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+			host_cpu_seconds, fig_end_ns, rss, mem_total, mem_available, disk_total, disk_free, uptime, cache, spool, dropped, batches)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 	} {
 		s, err := tx.PrepareContext(ctx, p.q)
 		if err != nil {
@@ -867,13 +871,43 @@ func (st *ingestStmts) agentRef(ctx context.Context, agent string) (agentRef, er
 	return a, nil
 }
 
-// record adds seq to the agent's seen runs and reports whether it is new:
-// above the floor and in no run. A seq right after a run extends it; any
-// other starts a run (runs are not merged: out-of-order seqs are rare, and
-// pruning removes their runs like any other).
-func (st *ingestStmts) record(ctx context.Context, a agentRef, seq, now int64) (bool, error) {
-	if seq <= a.floor {
+// migTelemetryMerged lets a raw agent row stand for the several batches a
+// merged batch (first_seq..seq) covers.
+const migTelemetryMerged = `ALTER TABLE telemetry_agent_raw ADD COLUMN batches INTEGER NOT NULL DEFAULT 1;`
+
+// seqRange returns the first seq a batch covers (first_seq for a merged
+// batch, else seq) and how many batches it covers.
+func seqRange(b *agentv1.TelemetryBatch) (lo int64, covers int) {
+	lo = int64(b.GetSeq())
+	if f := b.GetFirstSeq(); f > 0 {
+		lo = int64(f)
+	}
+	return lo, int(int64(b.GetSeq()) - lo + 1)
+}
+
+// record adds seqs lo..seq to the agent's seen runs and reports whether
+// they are new: above the floor and in no run. A range that overlaps what
+// was seen is not new as a whole (agents merge only batches they never sent,
+// so a partial overlap does not happen; if it did, nothing would be counted
+// twice). A range right after a run extends it; any other starts a run
+// (runs are not merged: out-of-order seqs are rare, and pruning removes
+// their runs like any other).
+func (st *ingestStmts) record(ctx context.Context, a agentRef, lo, seq, now int64) (bool, error) {
+	if lo <= a.floor {
 		return false, nil
+	}
+	if lo < seq {
+		var rlo, rhi int64
+		err := st.findRun.QueryRowContext(ctx, a.id, seq).Scan(&rlo, &rhi)
+		switch {
+		case err == nil && rhi >= lo:
+			return false, nil
+		case err == nil && rhi == lo-1:
+			_, err = st.extendRun.ExecContext(ctx, seq, now, a.id, rlo)
+		case err == nil || errors.Is(err, sql.ErrNoRows):
+			_, err = st.addRun.ExecContext(ctx, a.id, lo, seq, now)
+		}
+		return err == nil, err
 	}
 	r, err := st.extendLast.ExecContext(ctx, seq, now, a.id)
 	if err != nil {
@@ -882,13 +916,13 @@ func (st *ingestStmts) record(ctx context.Context, a agentRef, seq, now int64) (
 	if n, err := r.RowsAffected(); err != nil || n == 1 {
 		return err == nil, err
 	}
-	var lo, hi int64
-	err = st.findRun.QueryRowContext(ctx, a.id, seq).Scan(&lo, &hi)
+	var rlo, rhi int64
+	err = st.findRun.QueryRowContext(ctx, a.id, seq).Scan(&rlo, &rhi)
 	switch {
-	case err == nil && seq <= hi:
+	case err == nil && seq <= rhi:
 		return false, nil
-	case err == nil && seq == hi+1:
-		_, err = st.extendRun.ExecContext(ctx, seq, now, a.id, lo)
+	case err == nil && seq == rhi+1:
+		_, err = st.extendRun.ExecContext(ctx, seq, now, a.id, rlo)
 	case err == nil || errors.Is(err, sql.ErrNoRows):
 		_, err = st.addRun.ExecContext(ctx, a.id, seq, seq, now)
 	}
@@ -901,7 +935,7 @@ func (st *ingestStmts) batch(ctx context.Context, agentID int64, b *agentv1.Tele
 	a := agentAggFrom(b)
 	_, err := st.agentRaw.ExecContext(ctx, agentID, b.GetStartUnixNano(), int64(b.GetSeq()), a.endNs, a.durNs, a.cpuSeconds,
 		a.hostCPUSeconds, a.figEndNs, a.fig.rss, a.fig.memTotal, a.fig.memAvailable, a.fig.diskTotal, a.fig.diskFree,
-		a.fig.uptime, a.fig.cache, a.fig.spool, a.dropped)
+		a.fig.uptime, a.fig.cache, a.fig.spool, a.dropped, a.batches)
 	return err
 }
 
@@ -925,7 +959,8 @@ type agentAgg struct {
 }
 
 func agentAggFrom(b *agentv1.TelemetryBatch) agentAgg {
-	a := agentAgg{batches: 1, endNs: b.GetEndUnixNano(), dropped: int64(b.GetDroppedBatches())}
+	_, covers := seqRange(b)
+	a := agentAgg{batches: int64(covers), endNs: b.GetEndUnixNano(), dropped: int64(b.GetDroppedBatches())}
 	if f := b.GetAgent(); f != nil {
 		a.durNs = b.GetEndUnixNano() - b.GetStartUnixNano()
 		a.cpuSeconds = f.GetProcessCpuSeconds()
@@ -1181,7 +1216,7 @@ func (s *Store) AgentMetrics(ctx context.Context, id string, q hub.MetricsQuery)
 			return fmt.Errorf("agent %q: %w", id, hub.ErrNotFound)
 		}
 		for _, query := range []string{
-			"SELECT 1, " + agentAggCols + " FROM telemetry_agent_raw WHERE agent_id = (SELECT id FROM telemetry_agents WHERE agent = ?) AND start_ns >= ? AND start_ns < ?",
+			"SELECT batches, " + agentAggCols + " FROM telemetry_agent_raw WHERE agent_id = (SELECT id FROM telemetry_agents WHERE agent = ?) AND start_ns >= ? AND start_ns < ?",
 			"SELECT batches, " + agentAggCols + " FROM telemetry_agent_rollup WHERE agent_id = (SELECT id FROM telemetry_agents WHERE agent = ?) AND minute >= ? AND minute < ?",
 		} {
 			rows, err := tx.QueryContext(ctx, query, id, sinceNs, untilNs)
@@ -1528,7 +1563,7 @@ func foldDeployment(ctx context.Context, tx *sql.Tx, bt *boundsTable, dep, rawCu
 
 func foldAgent(ctx context.Context, tx *sql.Tx, agent, rawCut, rollCut int64, res *hub.TelemetryPruned) error {
 	groups := map[int64]*agentAgg{}
-	rows, err := tx.QueryContext(ctx, "SELECT start_ns, 1, "+agentAggCols+" FROM telemetry_agent_raw WHERE agent_id = ? AND start_ns < ?", agent, rawCut)
+	rows, err := tx.QueryContext(ctx, "SELECT start_ns, batches, "+agentAggCols+" FROM telemetry_agent_raw WHERE agent_id = ? AND start_ns < ?", agent, rawCut)
 	if err != nil {
 		return err
 	}

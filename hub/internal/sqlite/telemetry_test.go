@@ -750,6 +750,50 @@ func TestTelemetryDedupRuns(t *testing.T) {
 	}
 }
 
+// TestTelemetryMergedBatches: a batch with first_seq covers first_seq..seq;
+// it is stored once and counts for the batches it covers, and any resend
+// overlapping it, merged or not, is a duplicate.
+func TestTelemetryMergedBatches(t *testing.T) {
+	ctx := context.Background()
+	st, _ := openTelemetry(t)
+	merged := func(first, seq uint64, ok uint64) *agentv1.TelemetryBatch {
+		b := tbatch(seq, telemetryT0.Add(time.Duration(first)*time.Second), tdep("d", 1, ok, 0, int(seq)))
+		b.FirstSeq = first
+		return b
+	}
+	up := func(bs ...*agentv1.TelemetryBatch) hub.TelemetryIngest {
+		t.Helper()
+		return ingest(t, st, hub.TelemetryUpload{Agent: "a", Batches: bs})
+	}
+	single := tbatch(1, telemetryT0, tdep("d", 1, 2, 0, 1))
+	if res := up(single, merged(2, 6, 10), merged(7, 9, 5)); res.Stored != 9 || res.Duplicates != 0 {
+		t.Fatalf("first upload: %+v, want 9 batches stored (1, 2-6, 7-9)", res)
+	}
+	// Resent individually (an agent that restarted), or merged again.
+	if res := up(tbatch(4, telemetryT0.Add(4*time.Second), tdep("d", 1, 99, 0, 4)), merged(7, 9, 5)); res.Stored != 0 || res.Duplicates != 4 {
+		t.Fatalf("resend: %+v, want nothing stored, 4 duplicates (4 and 7-9)", res)
+	}
+	// A range overlapping what was stored is not stored in part.
+	if res := up(merged(9, 12, 50)); res.Stored != 0 || res.Duplicates != 4 {
+		t.Fatalf("overlapping range: %+v, want it counted as 4 duplicates", res)
+	}
+	if res := up(merged(13, 15, 1)); res.Stored != 3 {
+		t.Fatalf("next range: %+v, want 3 stored", res)
+	}
+	m, err := st.DeploymentMetrics(ctx, "d", hub.MetricsQuery{})
+	if err != nil || m.Total.Requests != 18 {
+		t.Fatalf("requests = %d (%v), want 2 + 10 + 5 + 1 = 18", m.Total.Requests, err)
+	}
+	am, err := st.AgentMetrics(ctx, "a", hub.MetricsQuery{})
+	if err != nil || am.Batches != 12 {
+		t.Fatalf("agent batches = %d (%v), want 12 (1, 2-6, 7-9, 13-15)", am.Batches, err)
+	}
+	bad := merged(20, 19, 1)
+	if res := up(bad); res.Rejected != 1 || !strings.Contains(fmt.Sprint(res.Invalid), "first_seq 20: expected at most seq 19") {
+		t.Fatalf("first_seq above seq: %+v, want rejected with the fields named", res)
+	}
+}
+
 // TestTelemetryBoundedGrowth checks that agents sending ever new outcome
 // names or histogram bounds cannot grow merged rows or the bounds table
 // without end.

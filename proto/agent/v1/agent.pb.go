@@ -1305,8 +1305,13 @@ type TelemetryBatch struct {
 	// created (limits exceeded or damage); never decreases.
 	DroppedBatches uint64        `protobuf:"varint,6,opt,name=dropped_batches,json=droppedBatches,proto3" json:"dropped_batches,omitempty"`
 	Events         []*AgentEvent `protobuf:"bytes,7,rep,name=events,proto3" json:"events,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// When above 0 (and at most seq), this batch merges the agent's batches
+	// first_seq..seq, none of which was ever uploaded before: an agent
+	// catching up after an outage folds the batches of each minute into one.
+	// The hub stores the range once or not at all. 0: the batch is seq alone.
+	FirstSeq      uint64 `protobuf:"varint,8,opt,name=first_seq,json=firstSeq,proto3" json:"first_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TelemetryBatch) Reset() {
@@ -1386,6 +1391,13 @@ func (x *TelemetryBatch) GetEvents() []*AgentEvent {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *TelemetryBatch) GetFirstSeq() uint64 {
+	if x != nil {
+		return x.FirstSeq
+	}
+	return 0
 }
 
 // DeploymentTelemetry is one deployment's requests in a batch's interval
@@ -2075,7 +2087,7 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\fTelemetryAck\x12\x1f\n" +
 	"\vthrough_seq\x18\x01 \x01(\x04R\n" +
 	"throughSeq\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"\xce\x02\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xeb\x02\n" +
 	"\x0eTelemetryBatch\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12&\n" +
 	"\x0fstart_unix_nano\x18\x02 \x01(\x03R\rstartUnixNano\x12\"\n" +
@@ -2083,7 +2095,8 @@ const file_agent_v1_agent_proto_rawDesc = "" +
 	"\vdeployments\x18\x04 \x03(\v2%.atelier.agent.v1.DeploymentTelemetryR\vdeployments\x126\n" +
 	"\x05agent\x18\x05 \x01(\v2 .atelier.agent.v1.AgentTelemetryR\x05agent\x12'\n" +
 	"\x0fdropped_batches\x18\x06 \x01(\x04R\x0edroppedBatches\x124\n" +
-	"\x06events\x18\a \x03(\v2\x1c.atelier.agent.v1.AgentEventR\x06events\"\xc7\x05\n" +
+	"\x06events\x18\a \x03(\v2\x1c.atelier.agent.v1.AgentEventR\x06events\x12\x1b\n" +
+	"\tfirst_seq\x18\b \x01(\x04R\bfirstSeq\"\xc7\x05\n" +
 	"\x13DeploymentTelemetry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\rR\fmodelVersion\x12!\n" +
