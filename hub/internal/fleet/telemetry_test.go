@@ -160,14 +160,24 @@ func TestRetainedTelemetryDropped(t *testing.T) {
 	}
 	t.Cleanup(func() { ra.c.Publish(topics.Topic("a3", topics.Telemetry), 1, true, nil).WaitTimeout(guard) })
 	e.run(t)
-	// A refused upload after it: its ack proves the retained one was
-	// dispatched first.
+	// A refused upload after it. The broker may deliver it before the
+	// retained one (retained messages come from their own stream), so the
+	// counters are awaited rather than read at the ack.
 	ra.send(t, "a3", topics.Telemetry, upload(0))
 	if a := nextAck(t, acks); a.GetError() == "" {
 		t.Fatalf("ack %v, want a refusal", a)
 	}
-	if st := e.fleet.TelemetryStats(); st != (TelemetryCounters{Dropped: 1, Refused: 1}) {
-		t.Fatalf("counters %+v, want 1 dropped (the retained upload), 1 refused", st)
+	deadline := time.Now().Add(guard)
+	for st := e.fleet.TelemetryStats(); st != (TelemetryCounters{Dropped: 1, Refused: 1}); st = e.fleet.TelemetryStats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("counters %+v, want 1 dropped (the retained upload), 1 refused", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sk.mu.Lock()
+	defer sk.mu.Unlock()
+	if len(sk.uploads) != 0 {
+		t.Fatalf("uploads %v reached the sink, want none (retained, then refused)", sk.uploads)
 	}
 }
 
@@ -185,10 +195,33 @@ func TestAckTelemetryInvalidAgent(t *testing.T) {
 	}
 }
 
+// TestCheckUploadMergedBatches: a merged batch covers first_seq..seq, which
+// must be well formed and come after the previous batch's seq.
+func TestCheckUploadMergedBatches(t *testing.T) {
+	merged := func(first, seq uint64) *agentv1.TelemetryBatch {
+		return &agentv1.TelemetryBatch{FirstSeq: first, Seq: seq}
+	}
+	for _, tc := range []struct {
+		batches []*agentv1.TelemetryBatch
+		last    uint64
+		refusal string
+	}{
+		{[]*agentv1.TelemetryBatch{{Seq: 1}, merged(2, 9), merged(10, 10), {Seq: 11}}, 11, ""},
+		{[]*agentv1.TelemetryBatch{merged(5, 4)}, 4, "batches[0].first_seq 5 above its seq 4: expected first_seq <= seq"},
+		{[]*agentv1.TelemetryBatch{merged(1, 5), merged(5, 8)}, 8, "batches[1].seq 5 after 5: expected strictly increasing sequence numbers"},
+	} {
+		last, refusal := checkUpload(&agentv1.TelemetryUpload{Batches: tc.batches})
+		if last != tc.last || refusal != tc.refusal {
+			t.Errorf("%v: last %d, refusal %q; want %d, %q", tc.batches, last, refusal, tc.last, tc.refusal)
+		}
+	}
+}
+
 // FuzzTelemetryUpload: any payload on the telemetry topic either fails to
 // decode or yields an upload whose check never panics, whose last seq is
 // its highest, and which is accepted only with strictly increasing
-// sequence numbers from 1.
+// sequence numbers from 1 (a merged batch's range first_seq..seq after
+// the previous batch's seq).
 func FuzzTelemetryUpload(f *testing.F) {
 	for _, u := range []*agentv1.TelemetryUpload{upload(1, 2, 3), upload(7, 5), upload(0), upload()} {
 		b, _ := proto.Marshal(u)
@@ -206,7 +239,11 @@ func FuzzTelemetryUpload(f *testing.F) {
 			if bt.GetSeq() > last {
 				t.Fatalf("seq %d above last %d", bt.GetSeq(), last)
 			}
-			increasing = increasing && bt.GetSeq() > prev
+			lo := bt.GetFirstSeq()
+			if lo == 0 {
+				lo = bt.GetSeq()
+			}
+			increasing = increasing && bt.GetSeq() > 0 && lo <= bt.GetSeq() && lo > prev
 			prev = bt.GetSeq()
 		}
 		if (refusal == "") != increasing {
