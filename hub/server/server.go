@@ -26,6 +26,10 @@ import (
 // with the bound addresses (JSON of Addrs).
 const AddrFile = "hub.addr"
 
+// ErrDataLocked is returned by Run when another hub holds the data
+// directory's lock (LockFile).
+var ErrDataLocked = errors.New("data directory locked")
+
 // Addrs are the addresses the hub is listening on.
 type Addrs struct {
 	HTTP string `json:"http"`
@@ -81,6 +85,13 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	cfg := s.cfg
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return fmt.Errorf("hub: data dir: %w", err)
+	}
+	lock, err := lockData(cfg.Data)
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	if lock != nil {
+		defer lock.Close() // last: every deferred shutdown below runs first
 	}
 	store, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(cfg.Data, DBFile)}, s.log.With("component", "store"))
 	if err != nil {
