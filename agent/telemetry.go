@@ -411,7 +411,23 @@ func (t *telemetryLoop) awaitAck(ctx context.Context, sp *spool.Spool, first, la
 // before it.
 func (t *telemetryLoop) upload(sp *spool.Spool, recs []spool.Record) (up *agentv1.TelemetryUpload, first, last uint64) {
 	up = &agentv1.TelemetryUpload{}
+	limit := t.a.cfg.TelemetryUploadBytes
 	size := 0
+	var g *foldGroup // batches being folded into the upload's next batch
+	flush := func() {
+		if g == nil {
+			return
+		}
+		b := g.batch
+		if g.m != nil {
+			b = g.m.Batch()
+			b.Seq, b.FirstSeq = g.last, g.first
+			fit(b, limit/2, t.a)
+		}
+		size += proto.Size(b) + 4
+		up.Batches = append(up.Batches, b)
+		g = nil
+	}
 	for i, r := range recs {
 		b := &agentv1.TelemetryBatch{}
 		if err := proto.Unmarshal(r.Payload, b); err != nil {
@@ -423,47 +439,68 @@ func (t *telemetryLoop) upload(sp *spool.Spool, recs []spool.Record) (up *agentv
 			break
 		}
 		b.Seq = r.Seq
-		if n := len(up.Batches); n > 0 && t.fold(up.Batches[n-1], b, &size) {
+		if g != nil && g.takes(b) {
+			if err := g.add(b); err == nil {
+				last = r.Seq
+				continue
+			} else {
+				t.a.log.Debug("telemetry batches not merged", "seq", r.Seq, "error", err)
+			}
+		}
+		flush()
+		if b.Seq > t.sentThrough && size+limit/2 <= limit {
+			// Never uploaded: it may absorb the next ones. A folded
+			// batch is trimmed to half the upload, so it fits.
+			g = &foldGroup{batch: b, first: r.Seq, last: r.Seq, minute: b.GetStartUnixNano() / int64(time.Minute)}
 			last = r.Seq
 			continue
 		}
 		n := proto.Size(b) + 4
-		if i > 0 && size+n > t.a.cfg.TelemetryUploadBytes {
+		if i > 0 && size+n > limit {
 			break
 		}
 		size += n
 		up.Batches = append(up.Batches, b)
 		last = r.Seq
 	}
+	flush()
 	return up, recs[0].Seq, last
 }
 
-// fold merges b into prev, the upload's last batch, when neither was ever
-// uploaded (both above sentThrough: after an outage, the batches made
-// while the hub was away) and both start in the same minute, adjusting
-// size. A backlog of one batch a second thus goes up as one batch a
-// minute (first_seq..seq), which the hub stores in one step; batches sent
-// before are sent again as they were, so the hub's deduplication by seq
-// still holds.
-func (t *telemetryLoop) fold(prev, b *agentv1.TelemetryBatch, size *int) bool {
-	const minute = int64(time.Minute)
-	if prev.GetSeq() <= t.sentThrough || b.GetSeq() <= t.sentThrough || prev.GetSeq()+1 != b.GetSeq() ||
-		prev.GetStartUnixNano()/minute != b.GetStartUnixNano()/minute {
-		return false
+// foldGroup is a run of batches never uploaded (above sentThrough: after
+// an outage, those made while the hub was away), consecutive and starting
+// in the same minute, that goes up as one batch first..last. A backlog of
+// one batch a second thus goes up as one batch a minute, which the hub
+// stores in one step; batches sent before are sent again as they were, so
+// the hub's deduplication by seq still holds. See docs/protocol.md.
+type foldGroup struct {
+	batch       *agentv1.TelemetryBatch // the first, while it is alone
+	m           *telemetry.Merger       // from the second on
+	first, last uint64
+	minute      int64
+}
+
+func (g *foldGroup) takes(b *agentv1.TelemetryBatch) bool {
+	return b.GetSeq() == g.last+1 && b.GetStartUnixNano()/int64(time.Minute) == g.minute
+}
+
+// add folds b in; on an error (batches that cannot be merged exactly) the
+// group is unchanged.
+func (g *foldGroup) add(b *agentv1.TelemetryBatch) error {
+	if g.m == nil {
+		m, err := telemetry.NewMerger(proto.Clone(g.batch).(*agentv1.TelemetryBatch))
+		if err != nil {
+			return err
+		}
+		if err := m.Add(b); err != nil {
+			return err
+		}
+		g.m = m
+	} else if err := g.m.Add(b); err != nil {
+		return err
 	}
-	before := proto.Size(prev)
-	firstSeq := prev.GetFirstSeq()
-	if firstSeq == 0 {
-		firstSeq = prev.GetSeq()
-	}
-	if err := telemetry.Merge(prev, b); err != nil {
-		t.a.log.Debug("telemetry batches not merged", "seq", b.GetSeq(), "error", err)
-		return false
-	}
-	prev.FirstSeq, prev.Seq = firstSeq, b.GetSeq()
-	fit(prev, t.a.cfg.TelemetryUploadBytes/2, t.a)
-	*size += proto.Size(prev) - before
-	return true
+	g.last = b.GetSeq()
+	return nil
 }
 
 // flushTelemetry makes and spools a batch now (for tests); it returns

@@ -10,90 +10,33 @@ import (
 	agentv1 "github.com/atelier-ml/atelier/proto/agent/v1"
 )
 
-// Merge folds src, the batch that follows dst, into dst, as if one interval
-// had been measured from dst's start to src's end: request counts,
+// Merger folds consecutive batches into one, as if one interval had been
+// measured from the first's start to the last's end: request counts,
 // histograms, device counts and process CPU add up; feature summaries merge
-// (Welford moments and sketches); captured inputs and events are
-// concatenated; point-in-time figures (memory, disk, uptime, cache, spool,
-// dropped batches) are src's, the newer; host CPU utilization is averaged
-// over the two durations. dst's seq and first_seq are the caller's to set.
-//
-// It fails, leaving dst unchanged, when the two cannot be merged exactly: a
-// deployment's histogram with other bounds in src, or a malformed sketch.
-func Merge(dst, src *agentv1.TelemetryBatch) error {
-	out := proto.Clone(dst).(*agentv1.TelemetryBatch)
-	for _, sd := range src.GetDeployments() {
-		dd := findDeployment(out, sd)
-		if dd == nil {
-			out.Deployments = append(out.Deployments, proto.Clone(sd).(*agentv1.DeploymentTelemetry))
-			continue
-		}
-		if err := mergeDeployment(dd, sd); err != nil {
-			return fmt.Errorf("merge deployment %q version %d: %w", sd.GetName(), sd.GetModelVersion(), err)
-		}
-	}
-	out.Agent = mergeAgent(out.GetAgent(), src.GetAgent(), out.GetEndUnixNano()-out.GetStartUnixNano(), src.GetEndUnixNano()-src.GetStartUnixNano())
-	out.EndUnixNano = src.GetEndUnixNano()
-	out.DroppedBatches = max(out.GetDroppedBatches(), src.GetDroppedBatches())
-	out.Events = append(out.Events, src.GetEvents()...)
-	proto.Reset(dst)
-	proto.Merge(dst, out)
-	return nil
+// (Welford moments, and sketches kept decoded until Batch); captured
+// inputs and events are concatenated; point-in-time figures (memory, disk,
+// uptime, cache, spool, dropped batches) are the newest; host CPU
+// utilization is averaged over the durations. Seq and FirstSeq are the
+// caller's to set. A Merger is not safe for concurrent use.
+type Merger struct {
+	b       *agentv1.TelemetryBatch // the envelope; Deployments rebuilt by Batch
+	deps    []*depAcc
+	agent   *agentv1.AgentTelemetry
+	agentNs int64 // duration the agent figures' utilization covers
 }
 
-func findDeployment(b *agentv1.TelemetryBatch, d *agentv1.DeploymentTelemetry) *agentv1.DeploymentTelemetry {
-	for _, x := range b.GetDeployments() {
-		if x.GetName() == d.GetName() && x.GetModelVersion() == d.GetModelVersion() && x.GetModelSha256() == d.GetModelSha256() && x.GetBackend() == d.GetBackend() {
-			return x
-		}
-	}
-	return nil
+type depKey struct {
+	name    string
+	version uint32
+	sha     string
+	backend string
 }
 
-func mergeDeployment(dst, src *agentv1.DeploymentTelemetry) error {
-	for _, h := range []struct {
-		name     string
-		dst, src **agentv1.Histogram
-	}{{"queue_seconds", &dst.QueueSeconds, &src.QueueSeconds}, {"compute_seconds", &dst.ComputeSeconds, &src.ComputeSeconds},
-		{"request_seconds", &dst.RequestSeconds, &src.RequestSeconds}, {"batch_size", &dst.BatchSize, &src.BatchSize}} {
-		if err := mergeHistogram(h.dst, *h.src); err != nil {
-			return fmt.Errorf("%s: %w", h.name, err)
-		}
-	}
-	feats, err := mergeFeatures(dst.GetFeatures(), src.GetFeatures())
-	if err != nil {
-		return err
-	}
-	dst.Features = feats
-	if len(src.GetRequests()) > 0 && dst.Requests == nil {
-		dst.Requests = map[string]uint64{}
-	}
-	for k, v := range src.GetRequests() {
-		dst.Requests[k] += v
-	}
-	dst.DeviceFaults += src.GetDeviceFaults()
-	dst.CpuFallbacks += src.GetCpuFallbacks()
-	dst.Captured = append(dst.Captured, src.GetCaptured()...)
-	return nil
-}
-
-func mergeHistogram(dst **agentv1.Histogram, src *agentv1.Histogram) error {
-	if src == nil {
-		return nil
-	}
-	if *dst == nil {
-		*dst = proto.Clone(src).(*agentv1.Histogram)
-		return nil
-	}
-	d := *dst
-	if !slices.Equal(d.GetBounds(), src.GetBounds()) || len(d.GetCounts()) != len(src.GetCounts()) {
-		return fmt.Errorf("histograms with different bounds (%d and %d buckets)", len(d.GetCounts()), len(src.GetCounts()))
-	}
-	for i, c := range src.GetCounts() {
-		d.Counts[i] += c
-	}
-	d.Sum += src.GetSum()
-	return nil
+type depAcc struct {
+	key   depKey
+	d     *agentv1.DeploymentTelemetry // owned; Features rebuilt by Batch
+	feats map[featureKey]*featAcc
+	order []featureKey
 }
 
 type featureKey struct {
@@ -101,51 +44,171 @@ type featureKey struct {
 	index uint32
 }
 
-func mergeFeatures(dst, src []*agentv1.FeatureSummary) ([]*agentv1.FeatureSummary, error) {
-	if len(src) == 0 {
-		return dst, nil
-	}
-	at := make(map[featureKey]*agentv1.FeatureSummary, len(dst))
-	for _, f := range dst {
-		at[featureKey{f.GetInput(), f.GetIndex()}] = f
-	}
-	for _, s := range src {
-		d := at[featureKey{s.GetInput(), s.GetIndex()}]
-		if d == nil {
-			c := proto.Clone(s).(*agentv1.FeatureSummary)
-			dst = append(dst, c)
-			at[featureKey{s.GetInput(), s.GetIndex()}] = c
-			continue
-		}
-		if err := mergeFeature(d, s); err != nil {
-			return nil, fmt.Errorf("feature %s[%d]: %w", s.GetInput(), s.GetIndex(), err)
-		}
-	}
-	return dst, nil
+type featAcc struct {
+	f  *agentv1.FeatureSummary // moments; Sketch rebuilt by Batch
+	sk *sketch.Sketch          // nil when no batch carried one
 }
 
-// mergeFeature combines two summaries of disjoint samples (Chan et al.'s
-// parallel variance) and their sketches.
-func mergeFeature(d, s *agentv1.FeatureSummary) error {
-	if s.GetSketch() != nil {
-		ds, err := sketch.FromProto(d.GetSketch())
-		if err != nil {
-			return err
+// NewMerger starts a merge with first, which the Merger then owns (and
+// changes). It fails on a malformed sketch in first.
+func NewMerger(first *agentv1.TelemetryBatch) (*Merger, error) {
+	m := &Merger{b: first, agent: first.GetAgent(), agentNs: first.GetEndUnixNano() - first.GetStartUnixNano()}
+	deps := first.GetDeployments()
+	first.Deployments = nil
+	for _, d := range deps {
+		k := keyOf(d)
+		if m.find(k) != nil {
+			return nil, fmt.Errorf("deployment %q version %d appears twice", d.GetName(), d.GetModelVersion())
 		}
-		ss, err := sketch.FromProto(s.GetSketch())
-		if err != nil {
-			return err
+		a := &depAcc{key: k, d: d, feats: map[featureKey]*featAcc{}}
+		feats := d.GetFeatures()
+		d.Features = nil
+		for _, f := range feats {
+			fk := featureKey{f.GetInput(), f.GetIndex()}
+			if a.feats[fk] != nil {
+				return nil, fmt.Errorf("deployment %q: feature %s[%d] appears twice", d.GetName(), f.GetInput(), f.GetIndex())
+			}
+			fa := &featAcc{f: f}
+			if f.GetSketch() != nil {
+				sk, err := sketch.FromProto(f.GetSketch())
+				if err != nil {
+					return nil, fmt.Errorf("deployment %q: feature %s[%d]: %w", d.GetName(), f.GetInput(), f.GetIndex(), err)
+				}
+				fa.sk = sk
+			}
+			f.Sketch = nil
+			a.feats[fk] = fa
+			a.order = append(a.order, fk)
 		}
-		ds.Merge(ss)
-		d.Sketch = ds.Proto()
+		m.deps = append(m.deps, a)
 	}
+	return m, nil
+}
+
+func keyOf(d *agentv1.DeploymentTelemetry) depKey {
+	return depKey{d.GetName(), d.GetModelVersion(), d.GetModelSha256(), d.GetBackend()}
+}
+
+func (m *Merger) find(k depKey) *depAcc {
+	for _, a := range m.deps {
+		if a.key == k {
+			return a
+		}
+	}
+	return nil
+}
+
+// Add folds src, the batch after the last one added, in. src is only read.
+// It fails, changing nothing, when src cannot be merged exactly: a
+// histogram with other bounds, or a malformed sketch.
+func (m *Merger) Add(src *agentv1.TelemetryBatch) error {
+	// Check (and decode sketches) first, so a failure changes nothing.
+	sketches := map[*agentv1.FeatureSummary]*sketch.Sketch{}
+	for _, sd := range src.GetDeployments() {
+		a := m.find(keyOf(sd))
+		if a != nil {
+			for _, h := range []struct {
+				name string
+				d, s *agentv1.Histogram
+			}{{"queue_seconds", a.d.GetQueueSeconds(), sd.GetQueueSeconds()}, {"compute_seconds", a.d.GetComputeSeconds(), sd.GetComputeSeconds()},
+				{"request_seconds", a.d.GetRequestSeconds(), sd.GetRequestSeconds()}, {"batch_size", a.d.GetBatchSize(), sd.GetBatchSize()}} {
+				if h.d != nil && h.s != nil && (!slices.Equal(h.d.GetBounds(), h.s.GetBounds()) || len(h.d.GetCounts()) != len(h.s.GetCounts())) {
+					return fmt.Errorf("merge deployment %q version %d: %s: histograms with different bounds %v and %v",
+						sd.GetName(), sd.GetModelVersion(), h.name, h.d.GetBounds(), h.s.GetBounds())
+				}
+			}
+		}
+		for _, f := range sd.GetFeatures() {
+			if f.GetSketch() == nil {
+				continue
+			}
+			sk, err := sketch.FromProto(f.GetSketch())
+			if err != nil {
+				return fmt.Errorf("merge deployment %q: feature %s[%d]: %w", sd.GetName(), f.GetInput(), f.GetIndex(), err)
+			}
+			sketches[f] = sk
+		}
+	}
+	for _, sd := range src.GetDeployments() {
+		a := m.find(keyOf(sd))
+		if a == nil {
+			a = &depAcc{key: keyOf(sd), d: &agentv1.DeploymentTelemetry{Name: sd.GetName(), ModelVersion: sd.GetModelVersion(),
+				ModelSha256: sd.GetModelSha256(), Backend: sd.GetBackend()}, feats: map[featureKey]*featAcc{}}
+			m.deps = append(m.deps, a)
+		}
+		a.add(sd, sketches)
+	}
+	sDur := src.GetEndUnixNano() - src.GetStartUnixNano()
+	m.agent = mergeAgent(m.agent, src.GetAgent(), m.agentNs, sDur)
+	if src.GetAgent() != nil {
+		m.agentNs += sDur
+	}
+	m.b.EndUnixNano = src.GetEndUnixNano()
+	m.b.DroppedBatches = max(m.b.GetDroppedBatches(), src.GetDroppedBatches())
+	m.b.Events = append(m.b.Events, src.GetEvents()...)
+	return nil
+}
+
+func (a *depAcc) add(s *agentv1.DeploymentTelemetry, sketches map[*agentv1.FeatureSummary]*sketch.Sketch) {
+	d := a.d
+	if len(s.GetRequests()) > 0 && d.Requests == nil {
+		d.Requests = map[string]uint64{}
+	}
+	for k, v := range s.GetRequests() {
+		d.Requests[k] += v
+	}
+	d.QueueSeconds = addHistogram(d.QueueSeconds, s.GetQueueSeconds())
+	d.ComputeSeconds = addHistogram(d.ComputeSeconds, s.GetComputeSeconds())
+	d.RequestSeconds = addHistogram(d.RequestSeconds, s.GetRequestSeconds())
+	d.BatchSize = addHistogram(d.BatchSize, s.GetBatchSize())
+	d.DeviceFaults += s.GetDeviceFaults()
+	d.CpuFallbacks += s.GetCpuFallbacks()
+	d.Captured = append(d.Captured, s.GetCaptured()...)
+	for _, f := range s.GetFeatures() {
+		fk := featureKey{f.GetInput(), f.GetIndex()}
+		fa := a.feats[fk]
+		if fa == nil {
+			fa = &featAcc{f: &agentv1.FeatureSummary{Input: f.GetInput(), Index: f.GetIndex()}}
+			a.feats[fk] = fa
+			a.order = append(a.order, fk)
+		}
+		fa.add(f, sketches[f])
+	}
+}
+
+// addHistogram adds s into d (same bounds, checked by Add).
+func addHistogram(d, s *agentv1.Histogram) *agentv1.Histogram {
+	if s == nil {
+		return d
+	}
+	if d == nil {
+		return proto.Clone(s).(*agentv1.Histogram)
+	}
+	for i, c := range s.GetCounts() {
+		d.Counts[i] += c
+	}
+	d.Sum += s.GetSum()
+	return d
+}
+
+// add combines two summaries of disjoint samples (Chan et al.'s parallel
+// variance) and their sketches.
+func (fa *featAcc) add(s *agentv1.FeatureSummary, sk *sketch.Sketch) {
+	if sk != nil {
+		if fa.sk == nil {
+			fa.sk = sk
+		} else {
+			fa.sk.Merge(sk)
+		}
+	}
+	d := fa.f
 	d.NanCount += s.GetNanCount()
 	if s.GetCount() == 0 {
-		return nil
+		return
 	}
 	if d.GetCount() == 0 {
 		d.Count, d.Mean, d.M2, d.Min, d.Max = s.GetCount(), s.GetMean(), s.GetM2(), s.GetMin(), s.GetMax()
-		return nil
+		return
 	}
 	na, nb := float64(d.GetCount()), float64(s.GetCount())
 	n := na + nb
@@ -154,11 +217,10 @@ func mergeFeature(d, s *agentv1.FeatureSummary) error {
 	d.M2 += s.GetM2() + delta*delta*na*nb/n
 	d.Min, d.Max = min(d.GetMin(), s.GetMin()), max(d.GetMax(), s.GetMax())
 	d.Count += s.GetCount()
-	return nil
 }
 
 // mergeAgent: CPU seconds add, utilization is duration-weighted, the rest
-// are src's (the newer point in time).
+// are s's (the newer point in time).
 func mergeAgent(d, s *agentv1.AgentTelemetry, dDur, sDur int64) *agentv1.AgentTelemetry {
 	if s == nil {
 		return d
@@ -172,4 +234,39 @@ func mergeAgent(d, s *agentv1.AgentTelemetry, dDur, sDur int64) *agentv1.AgentTe
 		out.HostCpuUtilization = (d.GetHostCpuUtilization()*float64(dDur) + s.GetHostCpuUtilization()*float64(sDur)) / float64(total)
 	}
 	return out
+}
+
+// Batch returns the merged batch. The Merger must not be used afterwards.
+func (m *Merger) Batch() *agentv1.TelemetryBatch {
+	b := m.b
+	b.Agent = m.agent
+	b.Deployments = make([]*agentv1.DeploymentTelemetry, 0, len(m.deps))
+	for _, a := range m.deps {
+		a.d.Features = make([]*agentv1.FeatureSummary, 0, len(a.order))
+		for _, fk := range a.order {
+			fa := a.feats[fk]
+			if fa.sk != nil {
+				fa.f.Sketch = fa.sk.Proto()
+			}
+			a.d.Features = append(a.d.Features, fa.f)
+		}
+		b.Deployments = append(b.Deployments, a.d)
+	}
+	return b
+}
+
+// Merge folds src, the batch that follows dst, into dst (see Merger). It
+// fails, leaving dst unchanged, when the two cannot be merged exactly.
+func Merge(dst, src *agentv1.TelemetryBatch) error {
+	m, err := NewMerger(proto.Clone(dst).(*agentv1.TelemetryBatch))
+	if err != nil {
+		return err
+	}
+	if err := m.Add(src); err != nil {
+		return err
+	}
+	out := m.Batch()
+	proto.Reset(dst)
+	proto.Merge(dst, out)
+	return nil
 }

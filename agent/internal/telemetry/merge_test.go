@@ -95,3 +95,36 @@ func TestMergeRefusesOtherBoundsAndKeepsDst(t *testing.T) {
 		t.Fatal("a failed Merge changed dst")
 	}
 }
+
+// BenchmarkMergerAdd: folding one batch of 64 features with sketches into
+// a running merge (what an agent catching up pays per spooled batch, on
+// top of decoding it).
+func BenchmarkMergerAdd(b *testing.B) {
+	mk := func(seed float64) *agentv1.TelemetryBatch {
+		xs := make([]float64, 50)
+		for i := range xs {
+			xs[i] = seed + float64(i)*0.37
+		}
+		bt := batch(1e9, 2e9, 5, xs, 100, 0.1, 0.2)
+		f := bt.Deployments[0].Features[0]
+		bt.Deployments[0].Features = nil
+		for i := range 64 {
+			c := proto.Clone(f).(*agentv1.FeatureSummary)
+			c.Index = uint32(i)
+			bt.Deployments[0].Features = append(bt.Deployments[0].Features, c)
+		}
+		bt.Deployments[0].Captured = nil
+		return bt
+	}
+	m, err := NewMerger(mk(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := mk(3)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := m.Add(src); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
