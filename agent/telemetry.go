@@ -448,14 +448,14 @@ func (t *telemetryLoop) upload(sp *spool.Spool, recs []spool.Record) (up *agentv
 			}
 		}
 		flush()
-		if b.Seq > t.sentThrough && size+limit/2 <= limit {
-			// Never uploaded: it may absorb the next ones. A folded
-			// batch is trimmed to half the upload, so it fits.
+		n := proto.Size(b) + 4
+		if b.Seq > t.sentThrough && size+max(n, limit/2) <= limit {
+			// Never uploaded: it may absorb the next ones. It fits alone,
+			// and a folded batch is trimmed to half the upload.
 			g = &foldGroup{batch: b, first: r.Seq, last: r.Seq, minute: b.GetStartUnixNano() / int64(time.Minute)}
 			last = r.Seq
 			continue
 		}
-		n := proto.Size(b) + 4
 		if i > 0 && size+n > limit {
 			break
 		}
