@@ -229,6 +229,66 @@ func (s *Sketch) Proto() *agentv1.Sketch {
 	return &agentv1.Sketch{Keys: keys, Counts: counts}
 }
 
+// ValidateProto checks a wire form as FromProto does, without building a
+// sketch. nil is valid.
+func ValidateProto(p *agentv1.Sketch) error {
+	_, err := checkProto(p)
+	return err
+}
+
+// checkProto validates p and returns its total count.
+func checkProto(p *agentv1.Sketch) (uint64, error) {
+	if p == nil {
+		return 0, nil
+	}
+	if len(p.Keys) != len(p.Counts) {
+		return 0, fmt.Errorf("%w: %d keys but %d counts", ErrInvalid, len(p.Keys), len(p.Counts))
+	}
+	if len(p.Keys) > MaxBuckets {
+		return 0, fmt.Errorf("%w: %d buckets, at most %d expected", ErrInvalid, len(p.Keys), MaxBuckets)
+	}
+	var total uint64
+	for i, k := range p.Keys {
+		if k > maxKey || k < -maxKey {
+			return 0, fmt.Errorf("%w: keys[%d] = %d, expected |key| <= %d", ErrInvalid, i, k, maxKey)
+		}
+		if i > 0 && k <= p.Keys[i-1] {
+			return 0, fmt.Errorf("%w: keys[%d] = %d after %d, expected strictly ascending keys", ErrInvalid, i, k, p.Keys[i-1])
+		}
+		n := p.Counts[i]
+		if n == 0 {
+			return 0, fmt.Errorf("%w: counts[%d] (key %d) is 0, expected > 0", ErrInvalid, i, k)
+		}
+		if total+n < total {
+			return 0, fmt.Errorf("%w: counts[%d] overflows the total count", ErrInvalid, i)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// MergeProto adds the values counted by a wire-form sketch to s, as
+// Merge(FromProto(p)) would, without building the intermediate sketch. It
+// validates p first (errors as FromProto's, and an overflow of s's count)
+// and then changes nothing on an error.
+func (s *Sketch) MergeProto(p *agentv1.Sketch) error {
+	total, err := checkProto(p)
+	if err != nil {
+		return err
+	}
+	if s.count+total < s.count {
+		return fmt.Errorf("%w: merging %d values overflows the count %d", ErrInvalid, total, s.count)
+	}
+	if p == nil {
+		return nil
+	}
+	for i, k := range p.Keys {
+		s.addKey(k, p.Counts[i])
+	}
+	s.collapse()
+	return nil
+}
+
 // FromProto rebuilds a sketch from its wire form. nil is an empty sketch.
 // Errors (wrapping ErrInvalid) name the first bad entry: keys and counts
 // of different lengths, more than MaxBuckets entries, keys not strictly
@@ -236,31 +296,8 @@ func (s *Sketch) Proto() *agentv1.Sketch {
 // that overflows uint64.
 func FromProto(p *agentv1.Sketch) (*Sketch, error) {
 	s := New()
-	if p == nil {
-		return s, nil
-	}
-	if len(p.Keys) != len(p.Counts) {
-		return nil, fmt.Errorf("%w: %d keys but %d counts", ErrInvalid, len(p.Keys), len(p.Counts))
-	}
-	if len(p.Keys) > MaxBuckets {
-		return nil, fmt.Errorf("%w: %d buckets, at most %d expected", ErrInvalid, len(p.Keys), MaxBuckets)
-	}
-	for i, k := range p.Keys {
-		if k > maxKey || k < -maxKey {
-			return nil, fmt.Errorf("%w: keys[%d] = %d, expected |key| <= %d", ErrInvalid, i, k, maxKey)
-		}
-		if i > 0 && k <= p.Keys[i-1] {
-			return nil, fmt.Errorf("%w: keys[%d] = %d after %d, expected strictly ascending keys", ErrInvalid, i, k, p.Keys[i-1])
-		}
-		n := p.Counts[i]
-		if n == 0 {
-			return nil, fmt.Errorf("%w: counts[%d] (key %d) is 0, expected > 0", ErrInvalid, i, k)
-		}
-		if s.count+n < s.count {
-			return nil, fmt.Errorf("%w: counts[%d] overflows the total count", ErrInvalid, i)
-		}
-		s.counts[k] = n
-		s.count += n
+	if err := s.MergeProto(p); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

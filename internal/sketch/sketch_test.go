@@ -257,7 +257,41 @@ func TestFromProtoErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), c.want) {
 				t.Errorf("err = %q, want it to mention %q", err, c.want)
 			}
+			if verr := ValidateProto(c.p); verr == nil || verr.Error() != err.Error() {
+				t.Errorf("ValidateProto: %v, want %v", verr, err)
+			}
+			s := New()
+			s.Add(3)
+			before := s.Proto()
+			if merr := s.MergeProto(c.p); merr == nil || merr.Error() != err.Error() {
+				t.Errorf("MergeProto: %v, want %v", merr, err)
+			}
+			if !proto.Equal(s.Proto(), before) || s.Count() != 1 {
+				t.Error("a failed MergeProto changed the sketch")
+			}
 		})
+	}
+}
+
+// MergeProto of a wire form equals Merge of the sketch it decodes to.
+func TestMergeProtoEqualsMerge(t *testing.T) {
+	a, b := New(), New()
+	for i := range 3000 {
+		a.Add(float64(i%97) * 1.3)
+		b.Add(float64(i%89)*-0.7 + 1e-3*float64(i))
+	}
+	viaSketch, viaProto := New(), New()
+	viaSketch.Merge(a)
+	viaProto.Merge(a)
+	viaSketch.Merge(b)
+	if err := viaProto.MergeProto(b.Proto()); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(viaSketch.Proto(), viaProto.Proto()) || viaSketch.Count() != viaProto.Count() {
+		t.Fatal("MergeProto differs from Merge(FromProto)")
+	}
+	if err := viaProto.MergeProto(nil); err != nil || viaProto.Count() != viaSketch.Count() {
+		t.Fatalf("MergeProto(nil): %v, count %d", err, viaProto.Count())
 	}
 }
 

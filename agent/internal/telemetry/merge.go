@@ -102,8 +102,7 @@ func (m *Merger) find(k depKey) *depAcc {
 // It fails, changing nothing, when src cannot be merged exactly: a
 // histogram with other bounds, or a malformed sketch.
 func (m *Merger) Add(src *agentv1.TelemetryBatch) error {
-	// Check (and decode sketches) first, so a failure changes nothing.
-	sketches := map[*agentv1.FeatureSummary]*sketch.Sketch{}
+	// Check first, so a failure changes nothing.
 	for _, sd := range src.GetDeployments() {
 		a := m.find(keyOf(sd))
 		if a != nil {
@@ -119,14 +118,9 @@ func (m *Merger) Add(src *agentv1.TelemetryBatch) error {
 			}
 		}
 		for _, f := range sd.GetFeatures() {
-			if f.GetSketch() == nil {
-				continue
-			}
-			sk, err := sketch.FromProto(f.GetSketch())
-			if err != nil {
+			if err := sketch.ValidateProto(f.GetSketch()); err != nil {
 				return fmt.Errorf("merge deployment %q: feature %s[%d]: %w", sd.GetName(), f.GetInput(), f.GetIndex(), err)
 			}
-			sketches[f] = sk
 		}
 	}
 	for _, sd := range src.GetDeployments() {
@@ -136,7 +130,7 @@ func (m *Merger) Add(src *agentv1.TelemetryBatch) error {
 				ModelSha256: sd.GetModelSha256(), Backend: sd.GetBackend()}, feats: map[featureKey]*featAcc{}}
 			m.deps = append(m.deps, a)
 		}
-		a.add(sd, sketches)
+		a.add(sd)
 	}
 	sDur := src.GetEndUnixNano() - src.GetStartUnixNano()
 	m.agent = mergeAgent(m.agent, src.GetAgent(), m.agentNs, sDur)
@@ -149,7 +143,7 @@ func (m *Merger) Add(src *agentv1.TelemetryBatch) error {
 	return nil
 }
 
-func (a *depAcc) add(s *agentv1.DeploymentTelemetry, sketches map[*agentv1.FeatureSummary]*sketch.Sketch) {
+func (a *depAcc) add(s *agentv1.DeploymentTelemetry) {
 	d := a.d
 	if len(s.GetRequests()) > 0 && d.Requests == nil {
 		d.Requests = map[string]uint64{}
@@ -172,7 +166,7 @@ func (a *depAcc) add(s *agentv1.DeploymentTelemetry, sketches map[*agentv1.Featu
 			a.feats[fk] = fa
 			a.order = append(a.order, fk)
 		}
-		fa.add(f, sketches[f])
+		fa.add(f)
 	}
 }
 
@@ -193,13 +187,13 @@ func addHistogram(d, s *agentv1.Histogram) *agentv1.Histogram {
 
 // add combines two summaries of disjoint samples (Chan et al.'s parallel
 // variance) and their sketches.
-func (fa *featAcc) add(s *agentv1.FeatureSummary, sk *sketch.Sketch) {
-	if sk != nil {
+func (fa *featAcc) add(s *agentv1.FeatureSummary) {
+	if s.GetSketch() != nil {
 		if fa.sk == nil {
-			fa.sk = sk
-		} else {
-			fa.sk.Merge(sk)
+			fa.sk = sketch.New()
 		}
+		// Validated by Add; a count overflow (2^64 values) is ignored.
+		_ = fa.sk.MergeProto(s.GetSketch())
 	}
 	d := fa.f
 	d.NanCount += s.GetNanCount()
