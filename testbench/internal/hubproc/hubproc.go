@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,22 +39,43 @@ func ModuleRoot() (string, error) {
 
 // Build builds ./cmd/atelier into dir and returns the binary's path.
 func Build(ctx context.Context, dir string) (string, error) {
-	root, err := ModuleRoot()
+	bins, err := BuildPackages(ctx, dir, "./cmd/atelier")
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "atelier")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/atelier")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/atelier in %s: %w\n%s", root, err, out)
-	}
-	return bin, nil
+	return bins[0], nil
 }
 
-// Proc is a running hub process.
+// BuildPackages builds the main packages pkgs (import paths relative to the
+// module root, such as ./cmd/atelier-agent) into dir with one go build and
+// returns the binaries' paths in the order of pkgs; each binary is named
+// after the last element of its package path.
+func BuildPackages(ctx context.Context, dir string, pkgs ...string) ([]string, error) {
+	if len(pkgs) == 0 {
+		return nil, errors.New("build: no packages")
+	}
+	root, err := ModuleRoot()
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"build", "-o", dir + string(os.PathSeparator)}, pkgs...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build %s in %s: %w\n%s", strings.Join(pkgs, " "), root, err, out)
+	}
+	bins := make([]string, len(pkgs))
+	for i, pkg := range pkgs {
+		bins[i] = filepath.Join(dir, path.Base(pkg))
+	}
+	return bins, nil
+}
+
+// Proc is a running child process: a hub (Start) or any other (Exec).
 type Proc struct {
+	// Addrs are a hub's bound addresses; zero for a process from Exec.
 	Addrs  server.Addrs
+	name   string // for errors: "hub", "agent", ...
 	cmd    *exec.Cmd
 	done   chan struct{} // closed when the process has exited
 	err    error         // Wait's result, set before done is closed
@@ -69,16 +91,13 @@ func Start(ctx context.Context, bin, data string, addrs server.Addrs, extra ...s
 	if err := os.Remove(addrFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err // a stale file from a killed hub would be read as this one's
 	}
-	p := &Proc{done: make(chan struct{}), output: &TailBuffer{Max: 16 << 10}}
 	args := append([]string{"hub", "serve", "--data", data, "--http", addrs.HTTP,
 		"--mqtt", addrs.MQTT, "--nats", addrs.NATS, "--log-level", "warn"}, extra...)
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start hub: %w", err)
+	p, err := Exec("hub", bin, args...)
+	if err != nil {
+		return nil, err
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	err := Poll(ctx, 30*time.Second, func() (bool, error) {
+	err = Poll(ctx, 30*time.Second, func() (bool, error) {
 		select {
 		case <-p.done:
 			return false, fmt.Errorf("hub exited before writing %s: %v\n%s", server.AddrFile, p.err, p.output)
@@ -98,6 +117,30 @@ func Start(ctx context.Context, bin, data string, addrs server.Addrs, extra ...s
 	return p, nil
 }
 
+// Exec starts bin with args as a child process named name (used in
+// errors), its stdout and stderr kept in a 16 KiB tail (Output). Like
+// Start, the process is not tied to a context: Stop or Kill ends it.
+func Exec(name, bin string, args ...string) (*Proc, error) {
+	p := &Proc{name: name, done: make(chan struct{}), output: &TailBuffer{Max: 16 << 10}}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	return p, nil
+}
+
+// Exited reports whether the process has exited and, if so, Wait's error.
+func (p *Proc) Exited() (bool, error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	default:
+		return false, nil
+	}
+}
+
 // PID is the process id.
 func (p *Proc) PID() int { return p.cmd.Process.Pid }
 
@@ -115,7 +158,7 @@ func (p *Proc) Kill() {
 	<-p.done
 }
 
-// Stop sends SIGTERM and waits up to timeout for the hub to exit, then
+// Stop sends SIGTERM and waits up to timeout for the process to exit, then
 // kills it. A non-zero exit after SIGTERM is an error.
 func (p *Proc) Stop(timeout time.Duration) error {
 	select {
@@ -130,13 +173,13 @@ func (p *Proc) Stop(timeout time.Duration) error {
 	select {
 	case <-p.done:
 		if p.err != nil {
-			return fmt.Errorf("hub exited with %v after SIGTERM\n%s", p.err, p.output)
+			return fmt.Errorf("%s exited with %v after SIGTERM\n%s", p.name, p.err, p.output)
 		}
 		return nil
 	case <-time.After(timeout):
 		_ = p.cmd.Process.Kill()
 		<-p.done
-		return fmt.Errorf("hub did not exit within %v of SIGTERM; killed\n%s", timeout, p.output)
+		return fmt.Errorf("%s did not exit within %v of SIGTERM; killed\n%s", p.name, timeout, p.output)
 	}
 }
 
@@ -224,26 +267,67 @@ func CPUTicks(pid int) (uint64, error) {
 
 // RSSMiB returns VmRSS of pid in MiB, from /proc/PID/status.
 func RSSMiB(pid int) (float64, error) {
+	m, err := Memory(pid)
+	return m.RSS, err
+}
+
+// Mem is a process's memory from /proc/PID/status, in MiB (1 MiB = 1024
+// kB as the kernel counts them).
+type Mem struct {
+	RSS float64 // VmRSS: resident now
+	HWM float64 // VmHWM: the highest VmRSS so far
+	// RSS split by kind: RssAnon (heap, stacks: private memory) and
+	// RssFile (mapped files such as the binary and shared libraries,
+	// which other processes mapping the same file share).
+	Anon, File float64
+}
+
+// Memory reads VmRSS, VmHWM, RssAnon and RssFile of pid.
+func Memory(pid int) (Mem, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return Mem{}, err
 	}
+	var m Mem
+	fields := map[string]*float64{"VmRSS": &m.RSS, "VmHWM": &m.HWM, "RssAnon": &m.Anon, "RssFile": &m.File}
+	seen := 0
 	for line := range strings.Lines(string(b)) {
-		rest, ok := strings.CutPrefix(line, "VmRSS:")
-		if !ok {
+		key, rest, ok := strings.Cut(line, ":")
+		dst := fields[key]
+		if !ok || dst == nil {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("/proc/%d/status: VmRSS %q, want \"N kB\"", pid, strings.TrimSpace(rest))
+			return Mem{}, fmt.Errorf("/proc/%d/status: %s %q, want \"N kB\"", pid, key, strings.TrimSpace(rest))
 		}
 		kb, err := strconv.ParseUint(f[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/status VmRSS: %w", pid, err)
+			return Mem{}, fmt.Errorf("/proc/%d/status %s: %w", pid, key, err)
 		}
-		return float64(kb) / 1024, nil
+		*dst = float64(kb) / 1024
+		seen++
 	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmRSS line", pid)
+	if seen != len(fields) {
+		return Mem{}, fmt.Errorf("/proc/%d/status: %d of VmRSS, VmHWM, RssAnon and RssFile found", pid, seen)
+	}
+	return m, nil
+}
+
+// Mapped reports whether pid maps a file whose path contains name, from
+// /proc/PID/maps (for example whether a shared library is loaded).
+func Mapped(pid int, name string) (bool, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return false, err
+	}
+	for line := range strings.Lines(string(b)) {
+		// address perms offset dev inode path: the path is the sixth field.
+		if f := strings.Fields(line); len(f) >= 6 && strings.Contains(f[5], name) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Poll calls f every 50 ms until it reports done, fails, or timeout passes.

@@ -2,6 +2,7 @@ package hubproc
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -19,6 +20,29 @@ func TestProcParsers(t *testing.T) {
 	}
 	if _, err := CPUTicks(-1); err == nil {
 		t.Fatal("CPUTicks(-1): no error")
+	}
+	m, err := Memory(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.RSS <= 0 || m.HWM < m.RSS || m.Anon <= 0 || m.File <= 0 || m.Anon+m.File > m.RSS+1 {
+		t.Fatalf("own memory %+v MiB: want RSS > 0, HWM >= RSS, Anon and File > 0 and within RSS", m)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{
+		{filepath.Base(self), true},
+		{"no-such-library.so", false},
+	} {
+		got, err := Mapped(os.Getpid(), tc.name)
+		if err != nil || got != tc.want {
+			t.Errorf("Mapped(self, %q) = %v, %v; want %v", tc.name, got, err, tc.want)
+		}
 	}
 }
 
