@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,10 +9,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/atelier-ml/atelier/testbench/sample"
 )
 
 func main() {
@@ -69,13 +67,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer f.Close()
-	pixels, labels, err := readRows(f, *csvPath)
+	pixels, labels, err := sample.ReadRows(f, *csvPath)
 	if err != nil {
 		return err
 	}
-	c := &scorer{url: strings.TrimRight(*url, "/") + "/v2/models/" + *model + "/infer", key: *key,
-		client: &http.Client{Timeout: 30 * time.Second}}
-	res, err := c.scoreAll(ctx, pixels, labels, *batch)
+	s := &sample.Scorer{URL: strings.TrimRight(*url, "/") + "/v2/models/" + *model + "/infer", Key: *key,
+		HTTP: &http.Client{Timeout: 30 * time.Second}}
+	res, err := scoreAll(ctx, s, pixels, labels, *batch)
 	if err != nil {
 		return err
 	}
@@ -84,52 +82,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// readRows parses the CSV; name is used in errors.
-func readRows(r io.Reader, name string) (pixels []float32, labels []int64, err error) {
-	sc := bufio.NewScanner(r)
-	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" {
-			continue
-		}
-		cols := strings.Split(text, ",")
-		if len(cols) != 65 {
-			return nil, nil, fmt.Errorf("%s line %d: %d columns, want 65 (64 pixels and a label)", name, line, len(cols))
-		}
-		for i, c := range cols[:64] {
-			v, err := strconv.ParseFloat(strings.TrimSpace(c), 32)
-			if err != nil {
-				return nil, nil, fmt.Errorf("%s line %d column %d: %q is not a number", name, line, i+1, c)
-			}
-			pixels = append(pixels, float32(v))
-		}
-		l, err := strconv.ParseInt(strings.TrimSpace(cols[64]), 10, 64)
-		if err != nil || l < 0 || l > 9 {
-			return nil, nil, fmt.Errorf("%s line %d column 65: label %q, want an integer 0-9", name, line, cols[64])
-		}
-		labels = append(labels, l)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, nil, fmt.Errorf("read %s: %w", name, err)
-	}
-	if len(labels) == 0 {
-		return nil, nil, fmt.Errorf("%s: no rows", name)
-	}
-	return pixels, labels, nil
-}
-
-// scorer posts infer requests to one model's infer URL.
-type scorer struct {
-	url, key string
-	client   *http.Client
-}
-
-func (s *scorer) scoreAll(ctx context.Context, pixels []float32, labels []int64, batch int) (result, error) {
+// scoreAll scores the rows batch by batch through s.
+func scoreAll(ctx context.Context, s *sample.Scorer, pixels []float32, labels []int64, batch int) (result, error) {
 	var res result
 	start := time.Now()
 	for lo := 0; lo < len(labels); lo += batch {
 		hi := min(lo+batch, len(labels))
-		got, err := s.infer(ctx, pixels[64*lo:64*hi])
+		got, err := s.Infer(ctx, pixels[64*lo:64*hi])
 		if err != nil {
 			return res, fmt.Errorf("rows %d-%d: %w", lo+1, hi, err)
 		}
@@ -146,52 +105,4 @@ func (s *scorer) scoreAll(ctx context.Context, pixels []float32, labels []int64,
 	}
 	res.Elapsed = time.Since(start)
 	return res, nil
-}
-
-// infer scores rows (64 pixels each) and returns the "label" output.
-func (s *scorer) infer(ctx context.Context, pixels []float32) ([]int64, error) {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, `{"inputs":[{"name":"pixels","datatype":"FP32","shape":[%d,64],"data":[`, len(pixels)/64)
-	for i, v := range pixels {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.FormatFloat(float64(v), 'g', -1, 32))
-	}
-	b.WriteString(`]}],"outputs":[{"name":"label"}]}`)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, &b)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if s.key != "" {
-		req.Header.Set("Authorization", "Bearer "+s.key)
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("read answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("POST %s: %s: %s", s.url, resp.Status, bytes.TrimSpace(body))
-	}
-	var r struct {
-		Outputs []struct {
-			Name string  `json:"name"`
-			Data []int64 `json:"data"`
-		} `json:"outputs"`
-	}
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, fmt.Errorf("POST %s: answer is not a v2 infer response: %w", s.url, err)
-	}
-	for _, o := range r.Outputs {
-		if o.Name == "label" {
-			return o.Data, nil
-		}
-	}
-	return nil, fmt.Errorf("POST %s: the answer has no \"label\" output", s.url)
 }
