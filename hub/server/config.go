@@ -57,6 +57,11 @@ type Config struct {
 	TelemetryRawRetention    time.Duration `yaml:"telemetry_raw_retention"`
 	TelemetryRollupRetention time.Duration `yaml:"telemetry_rollup_retention"`
 	TelemetryPruneInterval   time.Duration `yaml:"telemetry_prune_interval"`
+	// Pprof serves Go's runtime profiles (net/http/pprof) at /debug/pprof/
+	// on the HTTP API, for diagnosing the hub's CPU and memory use. Off by
+	// default: the profiles show the hub's internals to anyone who can
+	// reach the API.
+	Pprof bool `yaml:"pprof"`
 }
 
 // DefaultDataDir is $XDG_DATA_HOME/atelier, or ~/.local/share/atelier.

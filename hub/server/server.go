@@ -182,7 +182,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		Rollout:          ro,
 	}, notifyingStore{Store: store, ro: ro}, blobs, s.log.With("component", "api"))
 	hs := &http.Server{
-		Handler:           withMetrics(a, ing, fl), // GET /metrics, then the API
+		Handler:           withMetrics(a, ing, fl, cfg.Pprof), // GET /metrics, /debug/pprof/ if enabled, then the API
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),

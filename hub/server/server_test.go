@@ -153,3 +153,26 @@ func TestShutdownEndsFollowAndRestart(t *testing.T) {
 func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
+
+// TestPprofOptIn: the runtime profiles answer under /debug/pprof/ only
+// when Config.Pprof is set.
+func TestPprofOptIn(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		s, _ := startHub(t, func(c *Config) { c.Pprof = on })
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/profile?seconds=1"} {
+			resp, err := http.Get("http://" + s.Addrs().HTTP + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			want := http.StatusNotFound
+			if on {
+				want = http.StatusOK
+			}
+			if resp.StatusCode != want || on && len(body) == 0 {
+				t.Errorf("pprof %v: GET %s = %d with %d bytes, want %d", on, path, resp.StatusCode, len(body), want)
+			}
+		}
+	}
+}

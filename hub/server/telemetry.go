@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -259,9 +260,16 @@ func (g *ingester) counters() ingestCounters {
 
 // withMetrics serves GET /metrics (the API's store series and the
 // telemetry pipeline's) and everything else with the API.
-func withMetrics(a *api.API, g *ingester, fl *fleet.Fleet) http.Handler {
+func withMetrics(a *api.API, g *ingester, fl *fleet.Fleet, profiles bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", a.Metrics(telemetryMetrics{g: g, fleet: fl.TelemetryStats}))
+	if profiles {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/", a.Handler())
 	return mux
 }

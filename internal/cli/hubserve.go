@@ -35,6 +35,7 @@ type hubServeFlags struct {
 	secret    string
 	logFormat string
 	logLevel  string
+	pprof     bool
 
 	// Retention, kept as typed so errors can quote it (docs/monitoring.md,
 	// docs/events.md).
@@ -64,7 +65,7 @@ YAML file given by --config (keys: data, http, mqtt, nats, advertise_mqtt,
 max_body_bytes, max_batch_bytes, max_metric_points, max_artifact_bytes,
 shutdown_timeout, read_header_timeout, webhook_url, webhook_secret,
 event_retention, event_max_count, telemetry_raw_retention,
-telemetry_rollup_retention, telemetry_prune_interval), and the flags. Once
+telemetry_rollup_retention, telemetry_prune_interval, pprof), and the flags. Once
 listening, the hub writes the bound addresses to <data>/hub.addr as JSON
 (useful with port 0). --advertise-mqtt is the broker address enrolling agents
 are told to use, when they reach it by another name than the bound --mqtt
@@ -115,6 +116,7 @@ The HTTP API has no authentication yet: keep it on loopback.`,
 	fl.StringVar(&f.pruneInterval, "telemetry-prune-interval", "", "run the telemetry retention this often, at least 1m (default 1h)")
 	fl.StringVar(&f.eventRetention, "event-retention", "", "remove events older than this, 0 for no age limit (default 720h)")
 	fl.StringVar(&f.eventMaxCount, "event-max-count", "", "keep at most this many events, removing the oldest, 0 for no limit (default 1000000)")
+	fl.BoolVar(&f.pprof, "pprof", false, "serve Go's runtime profiles at /debug/pprof/ on the HTTP API (for diagnosing CPU and memory use)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd, f
@@ -168,6 +170,9 @@ func (a *app) hubConfig(cmd *cobra.Command, f hubServeFlags) (server.Config, err
 		if cmd.Flags().Changed(fl.name) {
 			*fl.dst = fl.val
 		}
+	}
+	if cmd.Flags().Changed("pprof") {
+		cfg.Pprof = f.pprof
 	}
 	if err := retentionFlags(cmd, f, &cfg); err != nil {
 		return cfg, err

@@ -30,5 +30,8 @@
 // machine this was measured on, so the hub was never offered the rate the
 // bench is about. The hub's own data stays on disk (--dir).
 //
+// --hub-cpuprofile FILE starts the hub with --pprof and saves its CPU
+// profile over the steady-state window (`go tool pprof FILE`).
+//
 //	go run ./testbench/cmd/bench telemetry --agents 1000 --seconds 30 --outage 10m
 package telemetrybench

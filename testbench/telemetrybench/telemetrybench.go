@@ -74,6 +74,7 @@ type options struct {
 	outage   time.Duration
 	dir      string
 	agentDir string
+	profile  string
 }
 
 // Run parses flags from args, runs the benchmark and writes a table (or,
@@ -89,6 +90,7 @@ func Run(ctx context.Context, args []string, w io.Writer) error {
 	fs.Float64Var(&o.rate, "rate", 5, "requests per second each agent scores")
 	fs.DurationVar(&o.outage, "outage", 0, "after the steady state, kill -9 the hub for this long, restart it and time the drain (0: no outage)")
 	fs.StringVar(&o.agentDir, "agents-dir", "", "where the simulated agents keep their data and telemetry spools (default: a temporary directory in /dev/shm if it exists, else DIR/agents; see the package doc)")
+	fs.StringVar(&o.profile, "hub-cpuprofile", "", "write a CPU profile of the hub over the steady-state window to this file (the hub runs with --pprof; profiling costs it a little CPU)")
 	fs.StringVar(&o.dir, "dir", "", "data directory (default: a temporary directory, removed afterwards)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -181,7 +183,11 @@ func measure(ctx context.Context, o options, log *slog.Logger) (res Result, err 
 	if addrs.MQTT, err = freeAddr(); err != nil {
 		return res, err
 	}
-	h, err := hubproc.Start(ctx, bin, data, addrs)
+	var extra []string
+	if o.profile != "" {
+		extra = append(extra, "--pprof")
+	}
+	h, err := hubproc.Start(ctx, bin, data, addrs, extra...)
 	if err != nil {
 		return res, err
 	}
@@ -228,7 +234,14 @@ func measure(ctx context.Context, o options, log *slog.Logger) (res Result, err 
 	if err != nil {
 		return res, err
 	}
-	if err := hubproc.Sleep(ctx, time.Duration(o.seconds*float64(time.Second))); err != nil {
+	window := time.Duration(o.seconds * float64(time.Second))
+	profiled := make(chan error, 1)
+	if o.profile != "" {
+		go func() { profiled <- hubproc.CPUProfile(ctx, url, window, o.profile) }()
+	} else {
+		profiled <- nil
+	}
+	if err := hubproc.Sleep(ctx, window); err != nil {
 		return res, err
 	}
 	cpu1, self1, t1, err := ticks(h.PID())
@@ -246,6 +259,9 @@ func measure(ctx context.Context, o options, log *slog.Logger) (res Result, err 
 	res.BatchesPerSec = (m1.batches - m0.batches) / wall
 	res.PointsPerSec = (m1.points - m0.points) / wall
 	if res.HubRSSMiB, err = hubproc.RSSMiB(h.PID()); err != nil {
+		return res, err
+	}
+	if err := <-profiled; err != nil {
 		return res, err
 	}
 
