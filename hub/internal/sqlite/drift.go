@@ -102,6 +102,12 @@ type featureAgg struct {
 
 // add merges o into a (Chan et al.'s pairwise update of mean and m2).
 func (a *featureAgg) add(o *featureAgg) {
+	a.addMoments(o)
+	a.sk.Merge(o.sk)
+}
+
+// addMoments merges o's counts and moments into a, not its sketch.
+func (a *featureAgg) addMoments(o *featureAgg) {
 	a.nan += o.nan
 	if o.count > 0 {
 		if a.count == 0 {
@@ -116,7 +122,6 @@ func (a *featureAgg) add(o *featureAgg) {
 		}
 		a.count += o.count
 	}
-	a.sk.Merge(o.sk)
 }
 
 func (a *featureAgg) stats(input string, idx int) hub.FeatureStats {
@@ -130,13 +135,26 @@ func (a *featureAgg) stats(input string, idx int) hub.FeatureStats {
 
 // checkFeature validates one FeatureSummary and returns it as an agg.
 func checkFeature(f *agentv1.FeatureSummary) (*featureAgg, error) {
+	agg, err := checkMoments(f)
+	if err != nil {
+		return nil, err
+	}
+	if agg.sk, err = sketch.FromProto(f.GetSketch()); err != nil {
+		return nil, fmt.Errorf("sketch: %w", err)
+	}
+	return &agg, nil
+}
+
+// checkMoments validates a FeatureSummary but for its sketch and returns
+// it as an agg without a sketch.
+func checkMoments(f *agentv1.FeatureSummary) (featureAgg, error) {
 	switch {
 	case f.GetInput() == "" || len(f.GetInput()) > maxTelemetryName:
-		return nil, fmt.Errorf("input name %q: expected 1 to %d bytes", trunc(f.GetInput()), maxTelemetryName)
+		return featureAgg{}, fmt.Errorf("input name %q: expected 1 to %d bytes", trunc(f.GetInput()), maxTelemetryName)
 	case f.GetIndex() > maxFeatureIndex:
-		return nil, fmt.Errorf("index %d: expected at most %d", f.GetIndex(), maxFeatureIndex)
+		return featureAgg{}, fmt.Errorf("index %d: expected at most %d", f.GetIndex(), maxFeatureIndex)
 	case f.GetCount() > maxTelemetryCount || f.GetNanCount() > maxTelemetryCount:
-		return nil, fmt.Errorf("count %d, nan_count %d: expected at most %d", f.GetCount(), f.GetNanCount(), uint64(maxTelemetryCount))
+		return featureAgg{}, fmt.Errorf("count %d, nan_count %d: expected at most %d", f.GetCount(), f.GetNanCount(), uint64(maxTelemetryCount))
 	}
 	if f.GetCount() > 0 {
 		for _, v := range []struct {
@@ -144,19 +162,15 @@ func checkFeature(f *agentv1.FeatureSummary) (*featureAgg, error) {
 			v    float64
 		}{{"mean", f.GetMean()}, {"m2", f.GetM2()}, {"min", f.GetMin()}, {"max", f.GetMax()}} {
 			if math.IsNaN(v.v) || math.IsInf(v.v, 0) {
-				return nil, fmt.Errorf("%s %v: expected a finite number", v.name, v.v)
+				return featureAgg{}, fmt.Errorf("%s %v: expected a finite number", v.name, v.v)
 			}
 		}
 		if f.GetM2() < 0 || f.GetMin() > f.GetMax() {
-			return nil, fmt.Errorf("m2 %v, min %v, max %v: expected m2 >= 0 and min <= max", f.GetM2(), f.GetMin(), f.GetMax())
+			return featureAgg{}, fmt.Errorf("m2 %v, min %v, max %v: expected m2 >= 0 and min <= max", f.GetM2(), f.GetMin(), f.GetMax())
 		}
 	}
-	sk, err := sketch.FromProto(f.GetSketch())
-	if err != nil {
-		return nil, fmt.Errorf("sketch: %w", err)
-	}
-	return &featureAgg{count: f.GetCount(), nan: f.GetNanCount(), mean: f.GetMean(), m2: f.GetM2(),
-		min: f.GetMin(), max: f.GetMax(), sk: sk}, nil
+	return featureAgg{count: f.GetCount(), nan: f.GetNanCount(), mean: f.GetMean(), m2: f.GetM2(),
+		min: f.GetMin(), max: f.GetMax()}, nil
 }
 
 type featureKey struct {
@@ -200,29 +214,46 @@ func (s *Store) ingestFeaturesTx(ctx context.Context, tx *sql.Tx, acc *featureAc
 				"err", fmt.Sprintf("%d feature summaries, at most %d expected", len(feats), maxFeaturesPerEntry))
 			feats = nil
 		}
-		var g *featureGroupAgg
+		key := featureGroup{d.GetName(), int64(d.GetModelVersion()), minute}
+		g := acc.groups[key] // nil until a valid summary of this group is held
 		for i, f := range feats {
-			agg, err := checkFeature(f)
+			// A summary merges into the one already held for its feature
+			// straight from the wire (MergeProto validates the sketch and
+			// changes nothing on an error); only the first of each feature
+			// builds a sketch. Hundreds of batches of one deployment and
+			// minute meet in a group commit, so this saves a sketch per
+			// feature per batch.
+			k := featureKey{f.GetInput(), int(f.GetIndex())}
+			var m *featureAgg
+			if g != nil {
+				m = g.merged[k]
+			}
+			var agg *featureAgg
+			var moments featureAgg
+			var err error
+			if m == nil {
+				agg, err = checkFeature(f)
+			} else if moments, err = checkMoments(f); err == nil {
+				if err = m.sk.MergeProto(f.GetSketch()); err != nil {
+					err = fmt.Errorf("sketch: %w", err)
+				}
+			}
 			if err != nil {
 				s.log.Warn("telemetry feature skipped", "agent", agentID, "seq", b.GetSeq(), "deployment", d.GetName(),
 					"feature", i, "err", fmt.Errorf("features[%d]: %w", i, err))
 				continue
 			}
+			if m != nil {
+				m.addMoments(&moments)
+				continue
+			}
 			if g == nil {
-				key := featureGroup{d.GetName(), int64(d.GetModelVersion()), minute}
-				if g = acc.groups[key]; g == nil {
-					g = &featureGroupAgg{merged: map[featureKey]*featureAgg{}}
-					acc.groups[key] = g
-					acc.order = append(acc.order, key)
-				}
+				g = &featureGroupAgg{merged: map[featureKey]*featureAgg{}}
+				acc.groups[key] = g
+				acc.order = append(acc.order, key)
 			}
-			k := featureKey{f.GetInput(), int(f.GetIndex())}
-			if m := g.merged[k]; m != nil {
-				m.add(agg)
-			} else {
-				g.merged[k] = agg
-				g.order = append(g.order, k)
-			}
+			g.merged[k] = agg
+			g.order = append(g.order, k)
 		}
 		if err := s.captureTx(ctx, tx, agentID, b, d); err != nil {
 			return err

@@ -128,6 +128,51 @@ func TestDriftBadFeaturesSkipped(t *testing.T) {
 	}
 }
 
+// TestDriftBadFeatureMergeSkipped: a summary that would merge into one
+// already held in the same group commit (the path that merges its sketch
+// straight from the wire) is skipped whole when its moments or its sketch
+// are bad, and leaves the held summary as it was.
+func TestDriftBadFeatureMergeSkipped(t *testing.T) {
+	ctx := context.Background()
+	st, _ := openTelemetry(t)
+	d1 := tdep("d", 1, 10, 0, 0)
+	d1.Features = []*agentv1.FeatureSummary{tfeature("x", 0, 1, 2, 3), tfeature("x", 1, 7)}
+	badSketch := tfeature("x", 0, 100, 200)
+	badSketch.Sketch.Counts[0] = 0
+	badMoments := tfeature("x", 1, 8)
+	badMoments.M2 = -1
+	d2 := tdep("d", 1, 10, 0, 0)
+	d2.Features = []*agentv1.FeatureSummary{badSketch, badMoments, tfeature("x", 2, 4)}
+	d3 := tdep("d", 1, 10, 0, 0)
+	d3.Features = []*agentv1.FeatureSummary{tfeature("x", 0, 4), tfeature("x", 1, 9, 11)}
+	res := ingest(t, st, hub.TelemetryUpload{Agent: "a", Batches: []*agentv1.TelemetryBatch{
+		tbatch(1, telemetryT0, d1), tbatch(2, telemetryT0.Add(time.Second), d2), tbatch(3, telemetryT0.Add(2*time.Second), d3)}})
+	if res.Stored != 3 {
+		t.Fatalf("%+v: the batches must be stored with their valid parts", res)
+	}
+	fs, err := st.FeatureWindow(ctx, "d", 1, telemetryT0, telemetryT0.Add(time.Hour))
+	if err != nil || len(fs) != 3 {
+		t.Fatalf("features %+v, %v; want x[0], x[1], x[2]", fs, err)
+	}
+	for _, want := range []struct {
+		idx      int
+		count    uint64
+		min, max float64
+		mean     float64
+	}{{0, 4, 1, 4, 2.5}, {1, 3, 7, 11, 9}, {2, 1, 4, 4, 4}} {
+		f := fs[want.idx]
+		sk, err := sketch.FromProto(f.Sketch)
+		if err != nil {
+			t.Fatalf("x[%d] sketch: %v", want.idx, err)
+		}
+		if f.Index != want.idx || f.Count != want.count || f.Min != want.min || f.Max != want.max ||
+			math.Abs(f.Mean-want.mean) > 1e-12 || sk.Count() != want.count {
+			t.Errorf("x[%d] = %+v (sketch count %d), want count %d, min %v, max %v, mean %v",
+				want.idx, f, sk.Count(), want.count, want.min, want.max, want.mean)
+		}
+	}
+}
+
 func TestCapturedCap(t *testing.T) {
 	ctx := context.Background()
 	st, _ := openTelemetry(t)
