@@ -102,10 +102,15 @@ func AgentPermissions(id string) *server.Permissions {
 
 // authenticator implements server.Authentication.
 type authenticator struct {
-	cfg     AuthConfig
+	cfg     AuthConfig // zero when open
+	open    bool       // no Config.Auth: anyone may connect, with full rights
 	hubHash [sha256.Size]byte
 	log     *slog.Logger
 	srv     atomic.Pointer[server.Server] // set by Start before clients can connect
+	// ready is set by Start once the broker is set up: until then only
+	// HubUser may connect (Start's own setup connection; the MQTT streams
+	// must be made before any MQTT client's CONNECT makes them).
+	ready atomic.Bool
 }
 
 var _ server.Authentication = (*authenticator)(nil)
@@ -132,6 +137,14 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 			return false
 		}
 		c.RegisterUser(&server.User{Username: HubUser}) // nil permissions: everything
+		return true
+	}
+	if !a.ready.Load() {
+		a.log.Debug("broker: refused client while the broker starts", "user", user, "remote", addr(c))
+		return false
+	}
+	if a.open {
+		c.RegisterUser(&server.User{Username: user}) // nil permissions: everything
 		return true
 	}
 	if !topics.ValidAgentID(user) {

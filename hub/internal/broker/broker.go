@@ -35,7 +35,10 @@ type Broker struct {
 	log  *slog.Logger
 	opts *server.Options
 	ns   *server.Server
-	auth *authenticator // nil without Config.Auth
+	auth *authenticator // always set: without Config.Auth it only holds clients off until Start is done
+	// hubSecret is HubUser's password: Config.Auth's, or one made by New
+	// for the broker's own setup connection when the broker is open.
+	hubSecret string
 }
 
 // New checks cfg and returns a broker that is not started yet.
@@ -72,9 +75,13 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 		if err := ac.check(); err != nil {
 			return nil, err
 		}
+		b.hubSecret = ac.HubSecret
 		b.auth = &authenticator{cfg: ac, hubHash: HashSecret(ac.HubSecret), log: log}
-		opts.CustomClientAuthentication = b.auth
+	} else {
+		b.hubSecret = NewSecret()
+		b.auth = &authenticator{open: true, hubHash: HashSecret(b.hubSecret), log: log}
 	}
+	opts.CustomClientAuthentication = b.auth
 	return b, nil
 }
 
@@ -102,9 +109,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	ns.SetLoggerV2(&logAdapter{log: b.log}, false, false, false)
 	b.ns = ns
-	if b.auth != nil {
-		b.auth.srv.Store(ns)
-	}
+	b.auth.srv.Store(ns)
 	ns.Start()
 	if !ns.ReadyForConnections(b.cfg.ReadyTimeout) {
 		ns.Shutdown()
@@ -116,6 +121,12 @@ func (b *Broker) Start(ctx context.Context) error {
 		ns.WaitForShutdown()
 		return fmt.Errorf("broker: jetstream did not start: %w", ErrNotReady)
 	}
+	if err := b.ensureMQTTMessagesInMemory(ctx, ns); err != nil {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return err
+	}
+	b.auth.ready.Store(true) // clients other than the hub's may connect from now on
 	return ctx.Err()
 }
 

@@ -12,6 +12,10 @@
 // MQTT client id equal to its agent id. Revocation is Credentials-side
 // removal plus DisconnectAgent.
 //
+// Start keeps nats-server's MQTT QoS 1 message stream ($MQTT_msgs) in
+// memory (mqttstream.go), and lets no client but the hub's own connect
+// until that is done.
+//
 // It does not define the protocol's topics (proto/agent/v1/topics) or
 // speak the protocol (hub/internal/fleet).
 package broker
