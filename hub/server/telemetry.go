@@ -32,8 +32,11 @@ import (
 // ingestConfig configures the ingester. Zero fields take the defaults.
 type ingestConfig struct {
 	// Window is how long the first upload of a group waits for others
-	// (default 50ms: at a thousand uploads a second, fewer and larger
-	// transactions read and rewrite each minute's feature rows less often).
+	// (default 200ms: at a thousand uploads a second, fewer and larger
+	// transactions read and rewrite each minute's feature rows less often;
+	// bench telemetry with 1,000 agents: 0.41 hub cores at 50ms, 0.38 at
+	// 200ms, with about 5 commits a second instead of 15. An agent waits
+	// for its ack that much longer, far inside its 15 s ack timeout).
 	Window time.Duration
 	// MaxUploads ends a group early (default 512).
 	MaxUploads int
@@ -82,7 +85,7 @@ var _ fleet.TelemetrySink = (*ingester)(nil)
 
 func newIngester(cfg ingestConfig, store hub.TelemetryStore, log *slog.Logger) *ingester {
 	if cfg.Window <= 0 {
-		cfg.Window = 50 * time.Millisecond
+		cfg.Window = 200 * time.Millisecond
 	}
 	if cfg.MaxUploads <= 0 {
 		cfg.MaxUploads = 512
