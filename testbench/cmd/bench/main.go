@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/atelier-ml/atelier/testbench/agentbench"
 	"github.com/atelier-ml/atelier/testbench/fpgabench"
 	"github.com/atelier-ml/atelier/testbench/hubbench"
 	"github.com/atelier-ml/atelier/testbench/idlebench"
@@ -24,6 +25,7 @@ type benchmark func(ctx context.Context, args []string, w io.Writer) error
 func benchmarks() map[string]benchmark {
 	return map[string]benchmark{
 		// Each benchmark package adds its line here.
+		"agent":     agentbench.Run,
 		"fpga":      fpgabench.Run,
 		"hub":       hubbench.Run,
 		"idle":      idlebench.Run,
