@@ -57,6 +57,8 @@ type Result struct {
 	// ORTMappedIdle says whether libonnxruntime was mapped while idle.
 	ORTMappedIdle bool `json:"ort_mapped_idle"`
 
+	// AgentLoadedRSSMiB is the agent serving the model before any request.
+	AgentLoadedRSSMiB float64 `json:"agent_loaded_rss_mib"`
 	// The agent serving the model, after Requests requests.
 	AgentServingRSSMiB  float64 `json:"agent_serving_rss_mib"`
 	AgentServingAnonMiB float64 `json:"agent_serving_anon_mib"`
@@ -150,6 +152,7 @@ func table(w io.Writer, res Result) error {
 		res.ModelBytes, res.Requests, res.Concurrency, res.SettleSeconds)
 	fmt.Fprintf(tw, "agent_idle_rss_mib\t%.1f\tenrolled, connected, no deployment (anon %.1f, file %.1f); aim < %g (%s): %s\n",
 		res.AgentIdleRSSMiB, res.AgentIdleAnonMiB, res.AgentIdleFileMiB, res.AimIdleMiB, reference, verdict)
+	fmt.Fprintf(tw, "agent_loaded_rss_mib\t%.1f\tthe model deployed and loaded, before any request\n", res.AgentLoadedRSSMiB)
 	fmt.Fprintf(tw, "agent_serving_rss_mib\t%.1f\tserving, after the requests (anon %.1f, file %.1f); %d of %d answers correct\n",
 		res.AgentServingRSSMiB, res.AgentServingAnonMiB, res.AgentServingFileMiB, res.Correct, res.Requests)
 	fmt.Fprintf(tw, "agent_peak_rss_mib\t%.1f\tVmHWM: the most the agent held (idle peak %.1f)\n", res.AgentPeakRSSMiB, res.AgentIdlePeakMiB)
@@ -208,7 +211,7 @@ func measure(ctx context.Context, o options) (res Result, err error) {
 	}
 	res.AgentPID = a.PID()
 	defer stop(a, &err) // before the hub's: the agent leaves while its hub is up
-	idle, serving, err := measureAgent(ctx, c, a, o, pixels, labels, &res.Correct)
+	am, err := measureAgent(ctx, c, a, o, pixels, labels, &res.Correct)
 	if err != nil {
 		return res, err
 	}
@@ -216,7 +219,9 @@ func measure(ctx context.Context, o options) (res Result, err error) {
 	if err != nil {
 		return res, err
 	}
+	idle, serving := am.idle, am.serving
 	res.AgentIdleRSSMiB, res.AgentIdlePeakMiB, res.AgentIdleAnonMiB, res.AgentIdleFileMiB = idle.RSS, idle.HWM, idle.Anon, idle.File
+	res.AgentLoadedRSSMiB = am.loaded.RSS
 	res.AgentServingRSSMiB, res.AgentPeakRSSMiB, res.AgentServingAnonMiB, res.AgentServingFileMiB = serving.RSS, serving.HWM, serving.Anon, serving.File
 	res.ORTFloorRSSMiB, res.ORTFloorPeakMiB, res.ORTFloorAnonMiB, res.ORTFloorFileMiB = floor.RSS, floor.HWM, floor.Anon, floor.File
 	res.ORTMappedIdle, res.ORTMappedServing = idle.ort, serving.ort
@@ -225,29 +230,35 @@ func measure(ctx context.Context, o options) (res Result, err error) {
 	return res, nil
 }
 
+// agentMem is the agent's memory at each step of the bench.
+type agentMem struct{ idle, loaded, serving mem }
+
 // measureAgent waits until the agent p is online, measures it idle,
-// deploys the model to it, scores o.requests held-out rows (counting the
-// right answers in *correct) and measures it serving.
-func measureAgent(ctx context.Context, c *client.Client, p *hubproc.Proc, o options, pixels []float32, labels []int64, correct *int) (idle, serving mem, err error) {
+// deploys the model to it, measures it loaded, scores o.requests held-out
+// rows (counting the right answers in *correct) and measures it serving.
+func measureAgent(ctx context.Context, c *client.Client, p *hubproc.Proc, o options, pixels []float32, labels []int64, correct *int) (m agentMem, err error) {
 	agent, err := waitOnline(ctx, c, p)
 	if err != nil {
-		return idle, serving, err
+		return m, err
 	}
-	if idle, err = settled(ctx, p.PID(), o.settle); err != nil {
-		return idle, serving, err
+	if m.idle, err = settled(ctx, p.PID(), o.settle); err != nil {
+		return m, err
 	}
 	if _, err := c.CreateDeployment(ctx, workspace, hub.DeploymentCreate{Name: deployment, Model: deployment + ":1", Agents: []string{agent.ID}}); err != nil {
-		return idle, serving, err
+		return m, err
 	}
 	if err := waitServing(ctx, c, p, agent.ID); err != nil {
-		return idle, serving, err
+		return m, err
+	}
+	if m.loaded, err = settled(ctx, p.PID(), o.settle); err != nil {
+		return m, err
 	}
 	s := &sample.Scorer{URL: agent.Endpoint + "/v2/models/" + deployment + "/infer", HTTP: &http.Client{Timeout: 30 * time.Second}}
 	if *correct, err = score(ctx, s, pixels, labels, o.requests, o.concurrency); err != nil {
-		return idle, serving, err
+		return m, err
 	}
-	serving, err = settled(ctx, p.PID(), o.settle)
-	return idle, serving, err
+	m.serving, err = settled(ctx, p.PID(), o.settle)
+	return m, err
 }
 
 // mem is a process's memory and whether it maps ONNX Runtime.

@@ -36,6 +36,7 @@ func TestRunSmall(t *testing.T) {
 	}{
 		{"agent_idle_rss_mib", r.AgentIdleRSSMiB},
 		{"agent_idle_peak_mib", r.AgentIdlePeakMiB},
+		{"agent_loaded_rss_mib", r.AgentLoadedRSSMiB},
 		{"agent_serving_rss_mib", r.AgentServingRSSMiB},
 		{"agent_peak_rss_mib", r.AgentPeakRSSMiB},
 		{"ort_floor_rss_mib", r.ORTFloorRSSMiB},
@@ -62,8 +63,9 @@ func TestRunSmall(t *testing.T) {
 	if !r.ORTMappedServing {
 		t.Error("ort_mapped_serving false: the serving agent does not map ONNX Runtime")
 	}
-	if r.AgentServingRSSMiB <= r.AgentIdleRSSMiB || r.AgentServingRSSMiB < r.ORTFloorRSSMiB {
-		t.Errorf("serving %v MiB, want above idle %v and at least the floor %v", r.AgentServingRSSMiB, r.AgentIdleRSSMiB, r.ORTFloorRSSMiB)
+	if r.AgentLoadedRSSMiB <= r.AgentIdleRSSMiB || r.AgentServingRSSMiB <= r.AgentIdleRSSMiB || r.AgentServingRSSMiB < r.ORTFloorRSSMiB {
+		t.Errorf("loaded %v MiB and serving %v MiB, want both above idle %v, serving at least the floor %v",
+			r.AgentLoadedRSSMiB, r.AgentServingRSSMiB, r.AgentIdleRSSMiB, r.ORTFloorRSSMiB)
 	}
 	if r.AgentPeakRSSMiB < r.AgentIdlePeakMiB {
 		t.Errorf("peak %v MiB below the idle peak %v", r.AgentPeakRSSMiB, r.AgentIdlePeakMiB)
@@ -90,7 +92,7 @@ func TestRunSmall(t *testing.T) {
 // TestTable checks the table's rows: one per figure, its value, and the
 // aim beside the idle figure.
 func TestTable(t *testing.T) {
-	r := Result{Requests: 10, Concurrency: 1, AgentIdleRSSMiB: 25, AgentServingRSSMiB: 50, AgentPeakRSSMiB: 51,
+	r := Result{Requests: 10, Concurrency: 1, AgentIdleRSSMiB: 25, AgentLoadedRSSMiB: 45, AgentServingRSSMiB: 50, AgentPeakRSSMiB: 51,
 		ORTFloorRSSMiB: 30, AgentServingOverheadMiB: 20, AimIdleMiB: AimIdleMiB, WithinAim: false, ORTMappedServing: true}
 	var out bytes.Buffer
 	if err := table(&out, r); err != nil {
@@ -103,7 +105,7 @@ func TestTable(t *testing.T) {
 		}
 	}
 	for name, want := range map[string]string{
-		"agent_idle_rss_mib": "25.0", "agent_serving_rss_mib": "50.0", "agent_peak_rss_mib": "51.0",
+		"agent_idle_rss_mib": "25.0", "agent_loaded_rss_mib": "45.0", "agent_serving_rss_mib": "50.0", "agent_peak_rss_mib": "51.0",
 		"ort_floor_rss_mib": "30.0", "agent_serving_overhead_mib": "20.0", "ort_mapped_idle": "false",
 	} {
 		if rows[name] != want {

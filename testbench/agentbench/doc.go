@@ -15,7 +15,8 @@
 // shows the agent online, and after --settle, it reads the agent's
 // /proc/PID/status (agent_idle_rss_mib) and whether /proc/PID/maps has
 // libonnxruntime mapped (ort_mapped_idle). It then deploys the model to
-// the agent, waits until the hub shows the target serving, sends
+// the agent, waits until the hub shows the target serving and --settle,
+// reads agent_loaded_rss_mib (the model loaded, no request yet), sends
 // --requests infer requests of one held-out row each
 // (/v2/models/digits/infer, --concurrency at a time; every answer must be
 // a 200, and the correct ones are counted), waits --settle and reads the
