@@ -15,7 +15,10 @@
 //     spool are the agent's);
 //   - on connection loss: a new paho client is built and connected again
 //     after a jittered exponential backoff (Config.MinBackoff..MaxBackoff,
-//     the first retry included, so a fleet does not reconnect in one burst);
+//     the first retry included, so a fleet does not reconnect in one burst;
+//     the first failure that is not "connection refused" after refusals
+//     starts the backoff again from MinBackoff: the broker is back, only
+//     busy, and a full MaxBackoff more would slow a fleet's drain);
 //     paho's own reconnect is off so each attempt carries a fresh will;
 //   - on Run's context end: a retained OFFLINE Presence, then DISCONNECT.
 //

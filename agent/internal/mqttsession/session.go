@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"syscall"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -139,12 +140,14 @@ func (s *Session) presence(st agentv1.Presence_Status) []byte {
 // because the broker is unreachable: it retries with backoff.
 func (s *Session) Run(ctx context.Context) error {
 	attempt := 0
+	refused := false // the last attempt found nothing listening
 	for {
 		c, lost, err := s.connect(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
+			attempt, refused = nextAttempt(attempt, refused, err)
 			d := backoff(s.cfg.MinBackoff, s.cfg.MaxBackoff, attempt)
 			attempt++
 			s.log.Warn("mqtt connect failed", "broker", s.cfg.Broker, "attempt", attempt, "retry_in", d, "error", err)
@@ -182,6 +185,24 @@ func (s *Session) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// nextAttempt returns the backoff attempt number for the retry after a
+// connect that failed with err, and whether err says nothing listened at
+// the broker's address (connection refused). After a hub outage the
+// attempts that found nothing listening have grown the delay to its cap;
+// the first failure of another kind means the broker is back but could
+// not take this client yet (a thousand agents reconnecting at once, each
+// with a spool to drain: its handshake timed out or the connection was
+// closed), so the backoff starts again from the shortest delay instead of
+// waiting up to MaxBackoff once more. It grows again from there, so a
+// broker that keeps failing clients is not retried at a fixed rate.
+func nextAttempt(attempt int, wasRefused bool, err error) (int, bool) {
+	refused := errors.Is(err, syscall.ECONNREFUSED)
+	if wasRefused && !refused {
+		return 0, false
+	}
+	return attempt, refused
 }
 
 // backoff is the delay before attempt n (0-based): exponential from min,
