@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -56,8 +57,11 @@ type Result struct {
 	OutageSeconds    float64 `json:"outage_seconds"`
 	DrainSeconds     float64 `json:"drain_seconds"`
 	DrainHubCPUCores float64 `json:"drain_hub_cpu_cores"`
-	BacklogRequests  int64   `json:"backlog_requests"`
-	AimDrainSeconds  float64 `json:"aim_drain_seconds"`
+	// DrainBenchCPUCores is the simulated fleet's CPU meanwhile: its
+	// agents read, fold and upload their spools on this machine's cores.
+	DrainBenchCPUCores float64 `json:"drain_bench_cpu_cores"`
+	BacklogRequests    int64   `json:"backlog_requests"`
+	AimDrainSeconds    float64 `json:"aim_drain_seconds"`
 	// The end: every request the fleet scored against what the hub counts.
 	Requests   int64 `json:"requests"`
 	Counted    int64 `json:"counted"`
@@ -149,6 +153,8 @@ func Run(ctx context.Context, args []string, w io.Writer) error {
 		fmt.Fprintf(tw, "drain_seconds\t%.1f\tafter a %.0fs outage (%d requests backlogged); aim < %.0f: %s\n",
 			res.DrainSeconds, res.OutageSeconds, res.BacklogRequests, res.AimDrainSeconds, verdict(res.DrainSeconds < res.AimDrainSeconds))
 		fmt.Fprintf(tw, "drain_hub_cpu_cores\t%.3f\twhile draining\n", res.DrainHubCPUCores)
+		fmt.Fprintf(tw, "drain_bench_cpu_cores\t%.3f\tthe simulated fleet meanwhile (its agents fold and upload their spools on the same %d cores)\n",
+			res.DrainBenchCPUCores, runtime.NumCPU())
 	}
 	fmt.Fprintf(tw, "requests\t%d\tscored by the fleet; the hub counts %d\n", res.Requests, res.Counted)
 	fmt.Fprintf(tw, "lost\t%d\tmust be 0\n", res.Lost)
@@ -276,7 +282,7 @@ func measure(ctx context.Context, o options, log *slog.Logger) (res Result, err 
 		}
 		backlog := fleet.Sent()
 		res.BacklogRequests = backlog
-		d0, _, dt0, err := ticks(h.PID())
+		d0, b0, dt0, err := ticks(h.PID())
 		if err != nil {
 			return res, err
 		}
@@ -289,12 +295,13 @@ func measure(ctx context.Context, o options, log *slog.Logger) (res Result, err 
 		}); err != nil {
 			return res, fmt.Errorf("waiting for the backlog of %d requests: %w", backlog, err)
 		}
-		d1, _, dt1, err := ticks(h.PID())
+		d1, b1, dt1, err := ticks(h.PID())
 		if err != nil {
 			return res, err
 		}
 		res.DrainSeconds = dt1.Sub(dt0).Seconds()
 		res.DrainHubCPUCores = float64(d1-d0) / float64(tck) / res.DrainSeconds
+		res.DrainBenchCPUCores = float64(b1-b0) / float64(tck) / res.DrainSeconds
 	}
 
 	// Nothing lost, nothing counted twice.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -68,6 +69,9 @@ func TestRunSmallWithOutage(t *testing.T) {
 	}
 	if r.BacklogRequests == 0 || r.BacklogRequests > r.Requests || r.DrainSeconds <= 0 || r.OutageSeconds != 2 {
 		t.Fatalf("outage %v s, backlog %d of %d requests, drained in %v s", r.OutageSeconds, r.BacklogRequests, r.Requests, r.DrainSeconds)
+	}
+	if r.DrainHubCPUCores < 0 || r.DrainBenchCPUCores <= 0 || r.DrainBenchCPUCores > float64(runtime.NumCPU()) {
+		t.Fatalf("while draining: hub %v cores, bench %v cores; want the bench's above 0 and at most %d", r.DrainHubCPUCores, r.DrainBenchCPUCores, runtime.NumCPU())
 	}
 	if r.BatchesPerSec <= 0 || r.PointsPerSec <= r.BatchesPerSec || r.HubCPUCores < 0 || r.HubRSSMiB <= 0 {
 		t.Fatalf("steady state: %v batches/s, %v points/s, %v cores, %v MiB", r.BatchesPerSec, r.PointsPerSec, r.HubCPUCores, r.HubRSSMiB)
