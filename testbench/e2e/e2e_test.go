@@ -329,16 +329,7 @@ var scoreClient = &http.Client{Timeout: 10 * time.Second}
 
 // score posts one v2 infer request for the rows to the agent's endpoint.
 func score(base string, pixels []float32) (map[string][]float64, error) {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, `{"inputs":[{"name":"pixels","datatype":"FP32","shape":[%d,64],"data":[`, len(pixels)/64)
-	for i, v := range pixels {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.FormatFloat(float64(v), 'g', -1, 32))
-	}
-	b.WriteString(`]}]}`)
-	resp, err := scoreClient.Post(base+"/v2/models/digits/infer", "application/json", &b)
+	resp, err := scoreClient.Post(base+"/v2/models/digits/infer", "application/json", bytes.NewReader(sample.InferBody(pixels)))
 	if err != nil {
 		return nil, err
 	}

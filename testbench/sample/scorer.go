@@ -10,6 +10,33 @@ import (
 	"strconv"
 )
 
+// InferBody is the v2 infer request body for the rows in pixels (64 values
+// each) as the sample model's "pixels" input, asking for the named outputs
+// (all of them when none is named).
+func InferBody(pixels []float32, outputs ...string) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `{"inputs":[{"name":"pixels","datatype":"FP32","shape":[%d,64],"data":[`, len(pixels)/64)
+	for i, v := range pixels {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatFloat(float64(v), 'g', -1, 32))
+	}
+	b.WriteString(`]}]`)
+	if len(outputs) > 0 {
+		b.WriteString(`,"outputs":[`)
+		for i, o := range outputs {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"name":%q}`, o)
+		}
+		b.WriteByte(']')
+	}
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
 // Scorer scores rows with the sample model through one Open Inference
 // Protocol v2 infer URL, such as an agent's
 // http://HOST:PORT/v2/models/DEPLOYMENT/infer. It is safe for concurrent
@@ -26,16 +53,7 @@ type Scorer struct {
 // one request and returns the model's "label" output. A non-200 answer is
 // an error naming the URL, the status and the answer's body.
 func (s *Scorer) Infer(ctx context.Context, pixels []float32) ([]int64, error) {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, `{"inputs":[{"name":"pixels","datatype":"FP32","shape":[%d,64],"data":[`, len(pixels)/64)
-	for i, v := range pixels {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.FormatFloat(float64(v), 'g', -1, 32))
-	}
-	b.WriteString(`]}],"outputs":[{"name":"label"}]}`)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL, &b)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL, bytes.NewReader(InferBody(pixels, "label")))
 	if err != nil {
 		return nil, err
 	}
