@@ -29,6 +29,16 @@ type Config struct {
 	Auth *AuthConfig
 }
 
+// MQTTAuthTimeout is how long an MQTT client has, from its TCP connection,
+// to have its CONNECT read (nats-server's default is 2 s). When a hub comes
+// back after an outage, a thousand agents reconnect at once, each with a
+// spool to upload: in bench telemetry --outage 10m, with the hub and the
+// fleet filling both cores, 286 handshakes outlived 2 s and were closed
+// ("Authentication Timeout"; the agents saw EOF and retried). Agents wait
+// 10 s for their CONNACK (mqttsession's ConnectTimeout), so the broker
+// waits as long.
+const MQTTAuthTimeout = 10 * time.Second
+
 // Broker is a running embedded NATS server. Start it, then Shutdown it.
 type Broker struct {
 	cfg  Config
@@ -67,7 +77,7 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 		JetStream:  true,
 		StoreDir:   cfg.StoreDir,
 		NoSigs:     true,
-		MQTT:       server.MQTTOpts{Host: mh, Port: mp},
+		MQTT:       server.MQTTOpts{Host: mh, Port: mp, AuthTimeout: MQTTAuthTimeout.Seconds()},
 	}
 	b := &Broker{cfg: cfg, log: log, opts: opts}
 	if cfg.Auth != nil {
