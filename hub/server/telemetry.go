@@ -262,7 +262,8 @@ func (g *ingester) counters() ingestCounters {
 }
 
 // withMetrics serves GET /metrics (the API's store series and the
-// telemetry pipeline's) and everything else with the API.
+// telemetry pipeline's), Go's runtime profiles under /debug/pprof/ when
+// profiles is set (Config.Pprof), and everything else with the API.
 func withMetrics(a *api.API, g *ingester, fl *fleet.Fleet, profiles bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", a.Metrics(telemetryMetrics{g: g, fleet: fl.TelemetryStats}))
