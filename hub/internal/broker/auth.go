@@ -273,6 +273,12 @@ func (b *Broker) DisconnectAgent(id string) (int, error) {
 	var errs []error
 	for _, ci := range cz.Conns {
 		if err := b.ns.DisconnectClientByID(ci.Cid); err != nil {
+			// A connection that closed since Connz listed it (such as a
+			// refused reconnect, listed while the broker closes it) is
+			// gone already, which is what was asked.
+			if open, cerr := b.ns.Connz(&server.ConnzOptions{CID: ci.Cid}); cerr == nil && len(open.Conns) == 0 {
+				continue
+			}
 			errs = append(errs, err)
 			continue
 		}
